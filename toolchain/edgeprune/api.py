@@ -1,0 +1,317 @@
+"""The Python API: everything the CLI does, importable.
+
+    from edgeprune.api import CompileOptions, compile_model
+    report = compile_model(CompileOptions(model="model.pt", data="digits", sparsity=0.8, out="build"))
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeprune.errors import EdgepruneError, UsageError
+from edgeprune.fileio import staged_directory
+
+DEFAULT_FINETUNE_EPOCHS = 5
+DEFAULT_GMP_STEPS = 10
+
+
+@dataclass
+class CompileOptions:
+    model: str | Path
+    out: str | Path
+    data: str = "digits"
+    target: str = "cortex-m7"
+    prune: str | None = None  # magnitude | gmp | nm | channel | none; default: magnitude if sparsity > 0
+    sparsity: float = 0.0
+    scope: str = "global"
+    nm: str = "2:4"
+    keep_first_last: bool = False
+    finetune_epochs: float = DEFAULT_FINETUNE_EPOCHS
+    gmp_steps: int = DEFAULT_GMP_STEPS
+    min_agreement: float = 0.9
+    input_shape: tuple[int, ...] | None = None  # (C, H, W) without batch
+    arch: str | None = None
+    trust_pickle: bool = False
+    seed: int = 0
+    quiet: bool = False
+    verbose: bool = False
+
+
+@dataclass
+class _Stages:
+    """Wall-clock seconds per pipeline stage, in order."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    _t: float = field(default_factory=time.perf_counter)
+
+    def done(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + now - self._t, 3)
+        self._t = now
+
+
+def compile_model(opts: CompileOptions, log=lambda msg: None) -> dict:
+    """Prune, finetune, quantize and convert; write the outputs atomically into `opts.out`."""
+    import torch
+
+    from edgeprune import report as rep
+    from edgeprune.compile.tflite_reader import read_tflite
+    from edgeprune.data import load_dataset
+    from edgeprune.front import convert, fidelity
+    from edgeprune.front.channels import remove_dead_channels
+    from edgeprune.front.finetune import predict
+    from edgeprune.front.load import load_model
+    from edgeprune.targets import get_target
+
+    stages = _Stages()
+    target = get_target(opts.target)
+    method = opts.prune or ("magnitude" if opts.sparsity > 0 else "none")
+    _check_options(opts, method)
+    torch.manual_seed(opts.seed)
+
+    model = load_model(opts.model, arch=opts.arch, trust_pickle=opts.trust_pickle)
+    data = load_dataset(opts.data)
+    input_shape = _resolve_input_shape(opts.input_shape, model.input_shape, data.sample_shape)
+    if not model.is_torch and method != "none":
+        raise UsageError(f"pruning needs the PyTorch model; {opts.model} is ONNX, which is compiled as is (drop --prune/--sparsity)")
+    stages.done("load")
+
+    pruning: dict = {"method": method, "requested_sparsity": opts.sparsity, "scope": opts.scope if method in ("magnitude", "gmp") else None}
+    dense_accuracy = None
+    if model.is_torch:
+        _check_forward(model.module, data.x_test[:2], input_shape)
+        if data.has_labels:
+            dense_out = predict(model.module, data.x_test)
+            if dense_out.ndim == 2 and dense_out.shape[1] > 1:
+                dense_accuracy = float((dense_out.argmax(1) == data.y_test).mean())
+                dense_recall = fidelity._recall(dense_out.argmax(1), data.y_test, dense_out.shape[1])
+        pruning.update(_prune(model.module, method, opts, data, input_shape, log))
+        stages.done("prune_finetune")
+
+    onnx_model = convert.export_onnx(model, input_shape)
+    onnx_model, removed = remove_dead_channels(onnx_model)
+    if removed:
+        pruning["channels_removed"] = removed
+        log(f"removed {sum(removed.values())} dead channels from {len(removed)} layers")
+    stages.done("export_onnx")
+
+    with tempfile.TemporaryDirectory(prefix="edgeprune-onnx2tf-") as work:
+        from edgeprune.progress import progress_bar
+
+        with progress_bar("onnx2tf: int8 quantization and conversion", None, quiet=opts.quiet):
+            int8_bytes, fp32_bytes = convert.onnx_to_int8_tflite(onnx_model, data.x_train, Path(work), Path(work) / "onnx2tf.log")
+    stages.done("convert")
+
+    int8_model = read_tflite(int8_bytes)
+    _check_int8_io(int8_model)
+    x_eval = data.x_test
+    float_out = predict(model.module, x_eval) if model.is_torch else fidelity.run_float(fp32_bytes, x_eval)
+    _, int8_out = fidelity.run_int8(int8_bytes, x_eval)
+    fid = fidelity.compare(float_out, int8_out, data.y_test)
+    stages.done("fidelity")
+
+    nm = None
+    if method == "nm":
+        from edgeprune.front.prune import parse_nm
+
+        nm = parse_nm(opts.nm)
+    stats = rep.layer_stats(int8_model, read_tflite(fp32_bytes), nm=nm)
+    accuracy = {
+        "float": fid.float_accuracy,
+        "int8": fid.int8_accuracy,
+        "agreement": fid.agreement,
+        "samples": fid.samples,
+        "split": "test",
+        "max_logit_error": fid.max_logit_error,
+        "mean_logit_error": fid.mean_logit_error,
+        "dense_float": dense_accuracy,
+        "ece_float": fid.ece_float,
+        "ece_int8": fid.ece_int8,
+        "per_class_recall_float": fid.per_class_recall_float,
+        "per_class_recall_int8": fid.per_class_recall_int8,
+        "worst_class": None,
+    }
+    if dense_accuracy is not None and fid.per_class_recall_int8 is not None:
+        drops = [d - q for d, q in zip(dense_recall, fid.per_class_recall_int8)]
+        worst = int(np.nanargmax(drops))
+        accuracy["worst_class"] = {"class": worst, "dense_recall": dense_recall[worst], "int8_recall": fid.per_class_recall_int8[worst]}
+
+    if fid.agreement is not None and fid.agreement < opts.min_agreement:
+        raise EdgepruneError(
+            f"int8 model agrees with float on only {fid.agreement:.1%} of {fid.samples} test samples "
+            f"(--min-agreement {opts.min_agreement:.0%}); lower --sparsity, finetune longer (--finetune-epochs), "
+            "or give more representative calibration data"
+        )
+
+    header, source = convert.c_array_sources(int8_bytes)
+    report = {
+        "target": target.name,
+        "source": str(opts.model),
+        "input_shape": [1, *input_shape],
+        "data": {"name": data.name, "train": len(data.x_train), "val": len(data.x_val), "test": len(data.x_test), "labels": data.has_labels},
+        "pruning": pruning,
+        "model": stats.to_dict(),
+        "accuracy": accuracy,
+        "tflite": {
+            "input": _io_details(int8_model, int8_model.inputs[0]),
+            "output": _io_details(int8_model, int8_model.outputs[0]),
+            "ops": int8_model.op_counts,
+        },
+        "target_limits": {"sram_bytes": target.sram_bytes, "flash_bytes": target.flash_bytes},
+        "files": {},
+        "timings_s": {},
+    }
+    out = Path(opts.out)
+    with staged_directory(out) as stage:
+        import onnx
+
+        onnx.save(onnx_model, str(stage / "model.onnx"))
+        (stage / "model.tflite").write_bytes(int8_bytes)
+        (stage / "model_data.h").write_text(header)
+        (stage / "model_data.c").write_text(source)
+        report["files"] = {p.name: p.stat().st_size for p in sorted(stage.iterdir())}
+        stages.done("write")
+        report["timings_s"] = dict(stages.seconds)
+        (stage / "report.md").write_text(rep.to_markdown(report))
+        report["files"]["report.md"] = (stage / "report.md").stat().st_size
+        (stage / "report.json").write_text(rep.to_json(report))
+    return report
+
+
+def _check_options(opts: CompileOptions, method: str) -> None:
+    from edgeprune.front.prune import METHODS, SCOPES
+
+    if method not in METHODS:
+        raise UsageError(f"unknown --prune {method}; choose one of {', '.join(METHODS)}")
+    if opts.scope not in SCOPES:
+        raise UsageError(f"unknown --scope {opts.scope}; choose one of {', '.join(SCOPES)}")
+    if method in ("magnitude", "gmp", "channel") and not 0.0 < opts.sparsity < 1.0:
+        raise UsageError(f"--prune {method} needs --sparsity in (0, 1), got {opts.sparsity}")
+    if not 0.0 <= opts.min_agreement <= 1.0:
+        raise UsageError(f"--min-agreement {opts.min_agreement} must be in [0, 1]")
+    if opts.finetune_epochs < 0:
+        raise UsageError("--finetune-epochs must be >= 0")
+
+
+def _resolve_input_shape(flag, from_model, from_data) -> tuple[int, ...]:
+    shape = tuple(flag) if flag else (tuple(from_model) if from_model else tuple(from_data))
+    for what, other in (("the model", from_model), ("the data", from_data)):
+        if other is not None and tuple(other) != shape:
+            raise UsageError(
+                f"input shape {shape} does not match {what}, which has samples of shape {tuple(other)}; "
+                "fix --input-shape or the data"
+            )
+    return shape
+
+
+def _check_forward(module, x: np.ndarray, input_shape) -> None:
+    import torch
+
+    try:
+        with torch.no_grad():
+            module(torch.from_numpy(x))
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise UsageError(f"the model does not run on inputs of shape (N, {', '.join(map(str, input_shape))}): {first}") from None
+
+
+def _check_int8_io(model) -> None:
+    for idx, role in ((model.inputs[0], "input"), (model.outputs[0], "output")):
+        t = model.tensors[idx]
+        if t.dtype is not np.int8:
+            raise EdgepruneError(f"the converted model's {role} is {np.dtype(t.dtype).name}, not int8; this is an onnx2tf conversion problem")
+
+
+def _io_details(model, idx: int) -> dict:
+    t = model.tensors[idx]
+    q = t.quantization
+    return {
+        "shape": list(t.shape),
+        "dtype": np.dtype(t.dtype).name,
+        "scale": float(q.scale[0]) if q else None,
+        "zero_point": int(q.zero_point[0]) if q else None,
+    }
+
+
+def _prune(module, method: str, opts: CompileOptions, data, input_shape, log) -> dict:
+    """Run the chosen pruning method in place; returns what the report says about it."""
+    from edgeprune.front import prune as P
+    from edgeprune.front.finetune import finetune, reestimate_batchnorm
+
+    layers = P.prunable_layers(module)
+    if method != "none" and not layers:
+        raise UsageError("the model has no conv or linear weights to prune")
+    dense = {layers[0].name, layers[-1].name} if opts.keep_first_last and layers else set()
+    can_finetune = data.has_labels and opts.finetune_epochs > 0
+    info: dict = {"keep_first_last": opts.keep_first_last, "finetune_epochs": opts.finetune_epochs if can_finetune else 0}
+    if method == "none":
+        return info
+
+    if method == "gmp":
+        n_steps = max(1, opts.gmp_steps)
+        info["gmp_steps"] = n_steps
+        if can_finetune:
+            state = {"masks": None}
+
+            def schedule(step: int, total: int):
+                # Prune during the first 75% of finetuning, then recover at the final sparsity.
+                interval = max(1, int(0.75 * total) // n_steps)
+                if step % interval == 0 and step // interval <= n_steps:
+                    s = P.gmp_sparsity(step // interval, n_steps, opts.sparsity)
+                    state["masks"] = P.magnitude_masks(module, s, opts.scope, dense)
+                    P.apply_masks(module, state["masks"])
+                return state["masks"]
+
+            finetune(module, data.x_train, data.y_train, opts.finetune_epochs, on_step=schedule, seed=opts.seed,
+                     description="GMP prune + finetune", quiet=opts.quiet)
+            masks = P.magnitude_masks(module, opts.sparsity, opts.scope, dense)  # exact final sparsity
+            P.apply_masks(module, masks)
+        else:
+            for t in range(1, n_steps + 1):
+                masks = P.magnitude_masks(module, P.gmp_sparsity(t, n_steps, opts.sparsity), opts.scope, dense)
+                P.apply_masks(module, masks)
+                reestimate_batchnorm(module, data.x_train)
+        info["achieved_sparsity"] = P.mask_sparsity(masks)
+        return info
+
+    if method == "magnitude":
+        masks = P.magnitude_masks(module, opts.sparsity, opts.scope, dense)
+    elif method == "nm":
+        n, m = P.parse_nm(opts.nm)
+        masks, skipped = P.nm_masks(module, n, m, dense)
+        info["nm"] = f"{n}:{m}"
+        info["nm_convention"] = f"at most {n} non-zero weights in every {m} consecutive input-channel weights"
+        info["dense_layers"] = skipped
+    elif method == "channel":
+        from edgeprune.front.channel_prune import channel_masks, module_channel_groups
+
+        groups = module_channel_groups(module, input_shape)
+        if not groups:
+            raise UsageError("no prunable channel groups found (channels must feed conv/linear layers through ReLU, pooling or BatchNorm)")
+        masks, removed = channel_masks(module, groups, opts.sparsity, dense)
+        info["channels_pruned"] = removed
+        info["channel_fraction"] = sum(removed.values()) / max(1, sum(g.channels for g in groups if g.weight not in dense))
+    P.apply_masks(module, masks)
+    info["bn_layers_reestimated"] = reestimate_batchnorm(module, data.x_train)
+    if can_finetune:
+        finetune(module, data.x_train, data.y_train, opts.finetune_epochs, masks=masks, seed=opts.seed, quiet=opts.quiet)
+    weight_masks = {k: v for k, v in masks.items() if k in {l.name for l in layers}}
+    info["achieved_sparsity"] = P.mask_sparsity(weight_masks)
+    log(f"pruned with {method}: weight sparsity {info['achieved_sparsity']:.3f}")
+    return info
+
+
+def make_example(name: str, out: str | Path, epochs: int = 20, seed: int = 0, quiet: bool = False) -> dict:
+    from edgeprune.examples import EXAMPLES, save_torchscript, train_digits_cnn
+
+    if name not in EXAMPLES:
+        raise UsageError(f"unknown example '{name}'; available: {', '.join(EXAMPLES)}")
+    model, accuracy = train_digits_cnn(epochs=epochs, seed=seed, quiet=quiet)
+    size = save_torchscript(model, out)
+    params = sum(p.numel() for p in model.parameters())
+    return {"example": name, "path": str(out), "bytes": size, "params": params, "test_accuracy": accuracy, "input_shape": [1, 1, 8, 8]}

@@ -1,0 +1,179 @@
+"""The `edgeprune` command line: parse flags, call edgeprune.api, print a table or --json."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from edgeprune import __version__
+from edgeprune.errors import EdgepruneError
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+class _Group(click.Group):
+    """Turns EdgepruneError into one line on stderr and a non-zero exit code."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except EdgepruneError as e:
+            _fail(str(e), e.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
+            raise
+        except Exception as e:
+            if ctx.obj and ctx.obj.get("verbose"):
+                raise
+            _fail(f"internal error: {type(e).__name__}: {e} (rerun with -v for the traceback, and please report it)", 3)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgeprune")
+@click.option("-v", "--verbose", is_flag=True, help="Show detail and tracebacks.")
+@click.pass_context
+def main(ctx, verbose):
+    """edgeprune: prune, quantize and compile PyTorch models to int8 for Cortex-M and Arm phones."""
+    ctx.obj = {"verbose": verbose}
+
+
+def _parse_shape(_ctx, _param, value):
+    if value is None:
+        return None
+    try:
+        dims = tuple(int(v) for v in value.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"'{value}' must be comma-separated integers such as 1,8,8 (C,H,W without batch)") from None
+    if not dims or min(dims) <= 0:
+        raise click.BadParameter(f"'{value}' must be positive integers such as 1,8,8")
+    return dims
+
+
+@main.command()
+@click.argument("name", type=click.Choice(["digits"]))
+@click.option("--out", type=click.Path(dir_okay=False), default="model.pt", show_default=True, help="TorchScript file to write.")
+@click.option("--epochs", type=click.IntRange(1), default=20, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def example(name, out, epochs, seed, as_json):
+    """Train a built-in example model and save it as TorchScript."""
+    from edgeprune.api import make_example
+
+    result = make_example(name, out, epochs=epochs, seed=seed, quiet=as_json)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(
+            f"saved {result['path']} ({result['bytes']:,} bytes): {result['params']:,} parameters, "
+            f"test accuracy {result['test_accuracy']:.1%} on input {result['input_shape']}"
+        )
+
+
+@main.command(name="compile")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--target", default="cortex-m7", show_default=True, help="Target profile (see `edgeprune targets`).")
+@click.option("--data", default="digits", show_default=True, help="'digits' (built in) or an .npz with x (N,C,H,W float32) and optional y (N,) labels.")
+@click.option("--out", type=click.Path(file_okay=False), default="build", show_default=True, help="Output folder.")
+@click.option("--prune", type=click.Choice(["magnitude", "gmp", "nm", "channel", "none"]), default=None,
+              help="Pruning method. Default: magnitude when --sparsity > 0, else none.")
+@click.option("--sparsity", type=float, default=0.0, show_default=True,
+              help="Target fraction of zero conv/linear weights (for channel: fraction of channels removed).")
+@click.option("--scope", type=click.Choice(["global", "layer", "erk"]), default="global", show_default=True,
+              help="How magnitude/GMP share sparsity between layers.")
+@click.option("--nm", default="2:4", show_default=True,
+              help="For --prune nm: N:M keeps at most N non-zero weights in every M consecutive input-channel weights (2:4 = 50%).")
+@click.option("--keep-first-last", is_flag=True, help="Keep the first and last layers dense.")
+@click.option("--finetune-epochs", type=float, default=5, show_default=True, help="Finetuning epochs after pruning (needs labels).")
+@click.option("--gmp-steps", type=click.IntRange(1), default=10, show_default=True, help="Pruning steps of the GMP schedule.")
+@click.option("--min-agreement", type=float, default=0.9, show_default=True, help="Fail when int8 and float top-1 agree less often.")
+@click.option("--input-shape", callback=_parse_shape, help="C,H,W of one sample when the model and data do not say.")
+@click.option("--arch", help="package.module:Class to build the model for a state_dict .pth.")
+@click.option("--trust-pickle", is_flag=True, help="Allow loading a whole pickled module (runs code from the file).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print report.json on stdout.")
+@click.pass_context
+def compile_cmd(ctx, model, target, data, out, prune, sparsity, scope, nm, keep_first_last, finetune_epochs, gmp_steps,
+                min_agreement, input_shape, arch, trust_pickle, seed, as_json):
+    """Prune, finetune and quantize MODEL, convert it to int8 TFLite and a C array.
+
+    MODEL is TorchScript (.pt), an ExportedProgram (.pt2), a state_dict (.pth with --arch)
+    or ONNX (.onnx, compiled as is).
+    """
+    from edgeprune.api import CompileOptions, compile_model
+
+    verbose = ctx.obj["verbose"]
+    opts = CompileOptions(
+        model=model, out=out, data=data, target=target, prune=prune, sparsity=sparsity, scope=scope, nm=nm,
+        keep_first_last=keep_first_last, finetune_epochs=finetune_epochs, gmp_steps=gmp_steps,
+        min_agreement=min_agreement, input_shape=input_shape, arch=arch, trust_pickle=trust_pickle, seed=seed,
+        quiet=as_json, verbose=verbose,
+    )
+    log = (lambda msg: click.echo(msg, err=True)) if verbose else (lambda msg: None)
+    report = compile_model(opts, log=log)
+    if as_json:
+        from edgeprune.report import to_json
+
+        click.echo(to_json(report), nl=False)
+    else:
+        _print_summary(report, out, verbose)
+
+
+def _print_summary(report: dict, out: str, verbose: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def pct(v):
+        return "n/a" if v is None else f"{v:.1%}"
+
+    m, acc = report["model"], report["accuracy"]
+    console = Console()
+    table = Table(title=f"{report['source']} -> {out}/ ({report['target']})", show_lines=False)
+    for col, just in (("layer", "left"), ("op", "left"), ("weights", "right"), ("sparsity", "right"), ("MACs", "right"), ("non-zero MACs", "right")):
+        table.add_column(col, justify=just)
+    for l in m["layers"]:
+        table.add_row(l["name"], l["op"], "x".join(map(str, l["weight_shape"])), pct(l["sparsity"]), f"{l['macs']:,}", f"{l['nonzero_macs']:,}")
+    table.add_row("total", "", f"{m['weights']:,}", pct(m["sparsity"]), f"{m['macs']:,}", f"{m['nonzero_macs']:,}", style="bold")
+    console.print(table)
+    console.print(
+        f"accuracy on {acc['samples']} test samples: float {pct(acc['float'])}, int8 {pct(acc['int8'])}, "
+        f"top-1 agreement {pct(acc['agreement'])}, max logit error {acc['max_logit_error']:.4f}"
+    )
+    if not all(l["zeros_preserved"] in (True, None) for l in m["layers"]):
+        console.print("[yellow]warning: some pruned zeros did not survive quantization[/yellow]")
+    files = ", ".join(f"{k} {v:,} B" for k, v in report["files"].items())
+    console.print(f"wrote {files}")
+    if verbose:
+        console.print("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in report["timings_s"].items()))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the profiles as JSON.")
+def targets(as_json):
+    """List target profiles and their memory limits."""
+    from edgeprune.targets import TARGETS
+
+    if as_json:
+        click.echo(json.dumps([t.to_dict() for t in TARGETS.values()], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    def size(n):
+        return "-" if n is None else (f"{n // 1024} KiB" if n < 1024 * 1024 else f"{n / (1024 * 1024):g} MiB")
+
+    table = Table(title="edgeprune targets")
+    for col in ("target", "description", "SRAM", "flash", "kernels", "emulator"):
+        table.add_column(col)
+    for t in TARGETS.values():
+        table.add_row(t.name, t.description, size(t.sram_bytes), size(t.flash_bytes), t.backend, t.emulator or "-")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

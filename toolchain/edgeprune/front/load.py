@@ -1,0 +1,189 @@
+"""Safe model loading.
+
+TorchScript, ExportedProgram and state_dict files are read without running Python code from
+the file. A whole pickled module can run arbitrary code when loaded, so it is refused unless
+the user passes --trust-pickle.
+"""
+
+from __future__ import annotations
+
+import importlib
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeprune.errors import UsageError
+
+SAFE_FORMATS = (
+    "TorchScript .pt (torch.jit.save), ExportedProgram .pt2 (torch.export.save), "
+    "a state_dict .pth with --arch package.module:Class, or .onnx"
+)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for the front half. `kind` decides how it is exported to ONNX."""
+
+    path: Path
+    kind: str  # "torchscript" | "exported" | "module" | "onnx"
+    module: object | None = None  # torch.nn.Module (or ScriptModule / GraphModule)
+    onnx_model: object | None = None  # onnx.ModelProto when kind == "onnx"
+    input_shape: tuple[int, ...] | None = None  # (C, H, W) without batch, when the file says
+
+    @property
+    def is_torch(self) -> bool:
+        return self.kind != "onnx"
+
+
+def load_model(path: str | Path, arch: str | None = None, trust_pickle: bool = False) -> LoadedModel:
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"model file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return _load_onnx(path)
+    if suffix == ".pt2":
+        return _load_exported_program(path)
+    if arch is not None:
+        return _load_state_dict(path, arch)
+    if _is_torchscript(path):
+        return _load_torchscript(path)
+    if trust_pickle:
+        return _load_pickled_module(path)
+    if _is_torch_zip(path) or _looks_like_pickle(path):
+        if _holds_only_tensors(path):
+            raise UsageError(
+                f"{path} is a state_dict; pass --arch package.module:Class so edgeprune can build the module and load the weights"
+            )
+        raise UsageError(
+            f"{path} is a pickled Python module, which can run arbitrary code when loaded; "
+            f"save it as {SAFE_FORMATS}, or pass --trust-pickle if you trust its source"
+        )
+    raise UsageError(f"{path} is not a model file edgeprune can read; use {SAFE_FORMATS}")
+
+
+def _is_torch_zip(path: Path) -> bool:
+    return zipfile.is_zipfile(path)
+
+
+def _looks_like_pickle(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(1) == b"\x80"
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+    return any(n.split("/", 1)[-1] == "constants.pkl" for n in names) and any("/code/" in n for n in names)
+
+
+def _holds_only_tensors(path: Path) -> bool:
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return False
+    return isinstance(obj, dict)
+
+
+def _load_torchscript(path: Path) -> LoadedModel:
+    import torch
+
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as e:
+        raise UsageError(f"cannot load TorchScript model {path}: {_first_line(e)}") from None
+    module.eval()
+    return LoadedModel(path, "torchscript", module=module)
+
+
+def _load_exported_program(path: Path) -> LoadedModel:
+    import torch
+
+    try:
+        program = torch.export.load(str(path))
+    except Exception as e:
+        raise UsageError(f"cannot load ExportedProgram {path}: {_first_line(e)}") from None
+    shape = None
+    args = program.example_inputs[0] if program.example_inputs else ()
+    if len(args) == 1 and hasattr(args[0], "shape"):
+        shape = tuple(int(d) for d in args[0].shape[1:])
+    return LoadedModel(path, "exported", module=program.module(), input_shape=shape)
+
+
+def _load_state_dict(path: Path, arch: str) -> LoadedModel:
+    import torch
+
+    cls = _import_arch(arch)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UsageError(
+            f"{path} is not a plain state_dict ({_first_line(e)}); save model.state_dict() with torch.save, "
+            "or pass --trust-pickle for a whole pickled module you trust"
+        ) from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    try:
+        module = cls()
+    except TypeError as e:
+        raise UsageError(f"--arch {arch}: the class must be constructible without arguments ({e})") from None
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise UsageError(f"{path} does not match --arch {arch}: {_first_line(e)}") from None
+    module.eval()
+    return LoadedModel(path, "module", module=module)
+
+
+def _load_pickled_module(path: Path) -> LoadedModel:
+    import torch
+
+    try:
+        module = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise UsageError(f"cannot load pickled module {path}: {_first_line(e)}") from None
+    if not isinstance(module, torch.nn.Module):
+        raise UsageError(f"{path} holds a {type(module).__name__}, not a torch.nn.Module; for a state_dict pass --arch")
+    module.eval()
+    return LoadedModel(path, "module", module=module)
+
+
+def _load_onnx(path: Path) -> LoadedModel:
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as e:
+        raise UsageError(f"{path} is not a valid ONNX model: {_first_line(e)}") from None
+    shape = None
+    inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    if len(inputs) != 1:
+        raise UsageError(f"{path} has {len(inputs)} inputs; edgeprune compiles single-input models")
+    dims = inputs[0].type.tensor_type.shape.dim
+    if len(dims) >= 2 and all(d.HasField("dim_value") for d in dims[1:]):
+        shape = tuple(int(d.dim_value) for d in dims[1:])
+    return LoadedModel(path, "onnx", onnx_model=model, input_shape=shape)
+
+
+def _import_arch(arch: str):
+    module_name, sep, class_name = arch.partition(":")
+    if not sep or not module_name or not class_name:
+        raise UsageError(f"--arch '{arch}' must look like package.module:Class")
+    try:
+        mod = importlib.import_module(module_name)
+    except ImportError as e:
+        raise UsageError(f"--arch {arch}: cannot import {module_name} ({e}); is it on PYTHONPATH?") from None
+    try:
+        return getattr(mod, class_name)
+    except AttributeError:
+        raise UsageError(f"--arch {arch}: module {module_name} has no class {class_name}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
