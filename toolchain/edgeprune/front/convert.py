@@ -9,6 +9,7 @@ file of that name in its working folder, so it never touches the network).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
@@ -42,7 +43,8 @@ def export_onnx(model: LoadedModel, input_shape: tuple[int, ...]) -> onnx.ModelP
         warnings.simplefilter("ignore")
         try:
             if model.kind == "exported":
-                proto = _export_dynamo(model.module, example)
+                # A fixed-batch program runs inside SingleSampleLoop; export the program itself.
+                proto = _export_dynamo(getattr(model.module, "inner", model.module), example)
             else:
                 buf = io.BytesIO()
                 # The TorchScript-based exporter is the one that accepts ScriptModules.
@@ -63,7 +65,9 @@ def _export_dynamo(module, example) -> onnx.ModelProto:
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
-        program = torch.onnx.export(module, example, dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False)
+        # The dynamo exporter prints its progress on stdout, which must stay clean for --json.
+        with contextlib.redirect_stdout(io.StringIO()):
+            program = torch.onnx.export(module, example, dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False)
         program.save(str(path))
         # The dynamo exporter writes weights to a side .data file: load them back in.
         return onnx.load(str(path), load_external_data=True)

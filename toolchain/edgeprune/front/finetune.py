@@ -22,7 +22,13 @@ def batchnorm_layers(module: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 def can_train_mode(module: torch.nn.Module) -> bool:
-    return not isinstance(module, torch.fx.GraphModule)
+    """ExportedPrograms are frozen in eval mode (their BatchNorm uses running statistics)."""
+    return not any(isinstance(m, torch.fx.GraphModule) for m in module.modules())
+
+
+def set_mode(module: torch.nn.Module, training: bool) -> None:
+    if can_train_mode(module):
+        module.train(training)
 
 
 @torch.no_grad()
@@ -34,7 +40,7 @@ def reestimate_batchnorm(module: torch.nn.Module, x: np.ndarray, max_samples: in
     we divide back out and average over batches. Returns the number of layers updated.
     """
     layers = batchnorm_layers(module)
-    if not layers:
+    if not layers or not can_train_mode(module):
         return 0
     x = x[:max_samples]
     sums = [(torch.zeros_like(bn.running_mean), torch.zeros_like(bn.running_var)) for bn in layers]
@@ -63,8 +69,6 @@ def reestimate_batchnorm(module: torch.nn.Module, x: np.ndarray, max_samples: in
             bn.running_mean.copy_(m_sum / n_seen)
             bn.running_var.copy_(v_sum / n_seen)
     module.train(was_training)
-    if not was_training:
-        module.eval()
     return len(layers)
 
 
@@ -91,8 +95,7 @@ def finetune(
     steps_per_epoch = max(1, int(np.ceil(len(x) / BATCH_SIZE)))
     total = max(1, int(round(epochs * steps_per_epoch)))
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    if can_train_mode(module):
-        module.train()
+    set_mode(module, True)
     step = 0
     with progress_bar(description, total, quiet=quiet) as advance:
         while step < total:
@@ -113,11 +116,11 @@ def finetune(
                     apply_masks(module, masks)
                 step += 1
                 advance(1, loss=float(loss.detach()))
-    module.eval()
+    set_mode(module, False)
 
 
 @torch.no_grad()
 def predict(module: torch.nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    module.eval()
+    set_mode(module, False)
     outs = [module(torch.from_numpy(x[i : i + batch_size])).numpy() for i in range(0, len(x), batch_size)]
     return np.concatenate(outs).astype(np.float32)

@@ -111,7 +111,45 @@ def _load_exported_program(path: Path) -> LoadedModel:
     args = program.example_inputs[0] if program.example_inputs else ()
     if len(args) == 1 and hasattr(args[0], "shape"):
         shape = tuple(int(d) for d in args[0].shape[1:])
-    return LoadedModel(path, "exported", module=program.module(), input_shape=shape)
+    module = program.module()
+    if shape is not None and not _accepts_batch(module, shape):
+        module = SingleSampleLoop(module)
+    return LoadedModel(path, "exported", module=module, input_shape=shape)
+
+
+def _accepts_batch(module, shape) -> bool:
+    import torch
+
+    try:
+        with torch.no_grad():
+            module(torch.zeros((2, *shape)))
+        return True
+    except Exception:
+        return False
+
+
+def _single_sample_loop_class():
+    import torch
+
+    class SingleSampleLoop(torch.nn.Module):
+        """Runs a program exported with a fixed batch of 1 over a batch, one sample at a time.
+
+        Finetuning and evaluation need batches; the program's own graph (`inner`) is what gets
+        exported to ONNX.
+        """
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return torch.cat([self.inner(x[i : i + 1]) for i in range(x.shape[0])])
+
+    return SingleSampleLoop
+
+
+def SingleSampleLoop(inner):  # noqa: N802 - builds the torch class lazily so importing load.py stays light
+    return _single_sample_loop_class()(inner)
 
 
 def _load_state_dict(path: Path, arch: str) -> LoadedModel:

@@ -1,0 +1,40 @@
+# edgeprune: `make demo` and `make test` set everything up on a fresh Debian machine, then run.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEMO_DIR := build/demo
+
+.PHONY: setup apt venv demo test clean
+
+setup: apt venv
+
+# Debian packages for the Cortex-M and arm64 toolchains and emulators; skipped when present.
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+venv: $(STAMP)
+
+# Re-runs only when pyproject.toml changes. torch==2.13.0 resolves to the CPU wheel on disk.
+$(STAMP): pyproject.toml
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+demo: setup
+	$(VENV)/bin/edgeprune example digits --out $(DEMO_DIR)/model.pt
+	$(VENV)/bin/edgeprune compile $(DEMO_DIR)/model.pt --target cortex-m7 --data digits --sparsity 0.8 --out $(DEMO_DIR)/build
+
+test: setup
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf build .pytest_cache
