@@ -22,7 +22,7 @@ from edgeprune.front.prune import Masks
 
 
 def module_channel_groups(module: torch.nn.Module, input_shape: tuple[int, ...]) -> list[ChannelGroup]:
-    if isinstance(module, torch.fx.GraphModule):
+    if any(isinstance(m, torch.fx.GraphModule) for m in module.modules()):
         raise UsageError(
             "channel pruning needs a TorchScript model or a state_dict with --arch (an ExportedProgram has no BatchNorm modules left to prune); "
             "use --prune magnitude, gmp or nm for .pt2 files"
