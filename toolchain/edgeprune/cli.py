@@ -133,7 +133,9 @@ def _print_summary(report: dict, out: str, verbose: bool) -> None:
 
     m, acc = report["model"], report["accuracy"]
     console = Console()
-    table = Table(title=f"{report['source']} -> {out}/ ({report['target']})", show_lines=False)
+    from pathlib import Path
+
+    table = Table(title=f"{report['source']} -> {Path(out)}/ ({report['target']})", show_lines=False)
     for col, just in (("layer", "left"), ("op", "left"), ("weights", "right"), ("sparsity", "right"), ("MACs", "right"), ("non-zero MACs", "right")):
         table.add_column(col, justify=just)
     for l in m["layers"]:
