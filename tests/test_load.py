@@ -34,9 +34,50 @@ def test_state_dict_without_arch_asks_for_it(model_dir):
         load_model(model_dir / "model.pth")
 
 
-def test_state_dict_with_wrong_arch(model_dir, tmp_path):
+def test_state_dict_with_unknown_arch(model_dir):
     with pytest.raises(UsageError, match="cannot import"):
         load_model(model_dir / "model.pth", arch="no_such_package.models:Net")
+
+
+def test_state_dict_that_does_not_fit_the_arch(tmp_path):
+    torch.save(torch.nn.Linear(3, 2).state_dict(), tmp_path / "linear.pth")
+    with pytest.raises(UsageError, match="does not match --arch"):
+        load_model(tmp_path / "linear.pth", arch="edgeprune.examples:DigitsCNN")
+
+
+def _exported_program_carrying_code(tmp_path, marker):
+    """A valid .pt2 whose sample inputs are a pickle that would create `marker` when loaded."""
+    import io
+    import pathlib
+    import pickle
+    import zipfile
+
+    class Payload:
+        def __reduce__(self):
+            return (pathlib.Path.touch, (pathlib.Path(marker),))
+
+    good = tmp_path / "good.pt2"
+    torch.export.save(torch.export.export(torch.nn.Linear(4, 2), (torch.zeros(1, 4),)), good)
+    wrapped = io.BytesIO()
+    torch.save((1,), wrapped)
+    with zipfile.ZipFile(io.BytesIO(wrapped.getvalue())) as inner:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            for n in inner.namelist():
+                z.writestr(n, pickle.dumps((Payload(),), protocol=2) if n.endswith("data.pkl") else inner.read(n))
+    evil = tmp_path / "evil.pt2"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(evil, "w", compression=zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            dst.writestr(info, buf.getvalue() if "sample_inputs" in info.filename else src.read(info.filename))
+    return evil
+
+
+def test_exported_program_with_pickled_code_is_refused(tmp_path):
+    marker = tmp_path / "code-ran"
+    evil = _exported_program_carrying_code(tmp_path, marker)
+    with pytest.raises(UsageError, match="--trust-pickle"):
+        load_model(evil)
+    assert not marker.exists()
 
 
 def test_pickled_module_is_refused_by_default(model_dir):

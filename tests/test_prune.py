@@ -64,16 +64,35 @@ def test_gmp_schedule_is_cubic_from_zero_to_final():
     assert values[5] == pytest.approx(0.9 - 0.9 * 0.5**3)
 
 
-def test_batchnorm_reestimation_recovers_exact_statistics(model):
+@pytest.mark.parametrize("form", ["module", "scripted"])
+def test_batchnorm_reestimation_recovers_exact_statistics(model, form):
     x = np.random.default_rng(0).random((300, 1, 8, 8), dtype=np.float32)
-    scripted = torch.jit.script(copy.deepcopy(model))
-    for m in (model, scripted):
-        reestimate_batchnorm(m, x)
+    m = torch.jit.script(copy.deepcopy(model)) if form == "scripted" else copy.deepcopy(model)
+    assert reestimate_batchnorm(m, x) == 3
+    # Expected: each BatchNorm's batch statistics over all samples, in training mode.
+    reference = copy.deepcopy(model).train()
+    for bn in (reference.features[1], reference.features[4], reference.features[7]):
+        bn.momentum = None
+        bn.reset_running_stats()
     with torch.no_grad():
-        first = model.features[0](torch.from_numpy(x))
-    expected_mean = first.mean(dim=(0, 2, 3))
-    torch.testing.assert_close(model.features[1].running_mean, expected_mean, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(scripted.features[1].running_mean, expected_mean, rtol=1e-4, atol=1e-5)
+        reference(torch.from_numpy(x))
+    for i in (1, 4, 7):
+        torch.testing.assert_close(m.features[i].running_mean, reference.features[i].running_mean, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(m.features[i].running_var, reference.features[i].running_var, rtol=1e-5, atol=1e-6)
+
+
+def test_batchnorm_reestimation_leaves_frozen_traced_models_alone(model):
+    traced = torch.jit.trace(copy.deepcopy(model), torch.zeros(2, 1, 8, 8))
+    bn = getattr(traced.features, "1")
+    before = bn.running_var.clone()
+    assert reestimate_batchnorm(traced, np.random.default_rng(0).random((20, 1, 8, 8), dtype=np.float32)) == 0
+    torch.testing.assert_close(bn.running_var, before)
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.001, 0.01])
+def test_erk_handles_near_zero_sparsity(model, sparsity):
+    masks = P.magnitude_masks(model, sparsity, "erk")
+    assert P.mask_sparsity(masks) <= sparsity + 0.005
 
 
 def test_channel_pruning_zeroes_whole_channels_and_their_batchnorm(model):
@@ -106,3 +125,49 @@ def test_dead_channel_removal_shrinks_onnx_without_changing_outputs(model):
 def test_channels_feeding_the_output_are_never_pruned(model):
     groups = module_channel_groups(model, (1, 8, 8))
     assert "classifier.weight" not in {g.weight for g in groups}
+
+
+class _LinearOnLastAxis(torch.nn.Module):
+    """Conv -> ReLU -> Linear over W (a 4-D MatMul), then mean over the last axis: no channel flow."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x))).mean(-1).flatten(1)
+
+
+class _DepthwiseAndBatchNorm1d(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 8, 3, padding=1)
+        self.dw = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.fc1 = torch.nn.Linear(8 * 8 * 8, 6)
+        self.bn = torch.nn.BatchNorm1d(6)
+        self.fc2 = torch.nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.dw(torch.relu(self.conv(x))))
+        return self.fc2(torch.relu(self.bn(self.fc1(h.flatten(1)))))
+
+
+@pytest.mark.parametrize("cls", [_LinearOnLastAxis, _DepthwiseAndBatchNorm1d])
+def test_channel_pruning_is_exact_on_other_graph_shapes(cls):
+    torch.manual_seed(0)
+    module = cls().eval()
+    groups = module_channel_groups(module, (1, 8, 8))
+    masks, _ = channel_masks(module, groups, 0.5)
+    P.apply_masks(module, masks)
+    proto = export_onnx(LoadedModel(None, "module", module=module), (1, 8, 8))
+    smaller, removed = remove_dead_channels(proto)
+    onnx.checker.check_model(smaller)
+    x = np.random.default_rng(1).random((1, 1, 8, 8), dtype=np.float32)
+    before = ReferenceEvaluator(proto).run(None, {"input": x})[0]
+    after = ReferenceEvaluator(smaller).run(None, {"input": x})[0]
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)
+    if cls is _LinearOnLastAxis:
+        assert groups == [] and removed == {}
+    else:
+        assert sum(removed.values()) > 0

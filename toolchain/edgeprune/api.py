@@ -87,7 +87,12 @@ def compile_model(opts: CompileOptions, log=lambda msg: None) -> dict:
         _check_forward(model.module, data.x_test[:2], input_shape)
         if data.has_labels:
             dense_out = predict(model.module, data.x_test)
-            if dense_out.ndim == 2 and dense_out.shape[1] > 1:
+            if dense_out.ndim != 2 or dense_out.shape[1] <= data.num_classes - 1:
+                raise UsageError(
+                    f"the data has labels up to {data.num_classes - 1} but the model outputs shape {tuple(dense_out.shape[1:])}; "
+                    "labels must be class indices below the number of outputs"
+                )
+            if dense_out.shape[1] > 1:
                 dense_accuracy = float((dense_out.argmax(1) == data.y_test).mean())
                 dense_recall = fidelity._recall(dense_out.argmax(1), data.y_test, dense_out.shape[1])
         pruning.update(_prune(model.module, method, opts, data, input_shape, log))
@@ -104,7 +109,7 @@ def compile_model(opts: CompileOptions, log=lambda msg: None) -> dict:
         from edgeprune.progress import progress_bar
 
         with progress_bar("onnx2tf: int8 quantization and conversion", None, quiet=opts.quiet):
-            int8_bytes, fp32_bytes = convert.onnx_to_int8_tflite(onnx_model, data.x_train, Path(work), Path(work) / "onnx2tf.log")
+            int8_bytes, fp32_bytes = convert.onnx_to_int8_tflite(onnx_model, data.x_train, Path(work))
     stages.done("convert")
 
     int8_model = read_tflite(int8_bytes)
@@ -260,9 +265,11 @@ def _prune(module, method: str, opts: CompileOptions, data, input_shape, log) ->
 
             def schedule(step: int, total: int):
                 # Prune during the first 75% of finetuning, then recover at the final sparsity.
-                interval = max(1, int(0.75 * total) // n_steps)
-                if step % interval == 0 and step // interval <= n_steps:
-                    s = P.gmp_sparsity(step // interval, n_steps, opts.sparsity)
+                # Short runs get fewer steps, so the final sparsity is always trained at.
+                steps = min(n_steps, max(1, int(0.75 * total)))
+                interval = max(1, int(0.75 * total) // steps)
+                if step % interval == 0 and step // interval <= steps:
+                    s = P.gmp_sparsity(step // interval, steps, opts.sparsity)
                     state["masks"] = P.magnitude_masks(module, s, opts.scope, dense)
                     P.apply_masks(module, state["masks"])
                 return state["masks"]

@@ -31,7 +31,8 @@ class _Group(click.Group):
         except Exception as e:
             if ctx.obj and ctx.obj.get("verbose"):
                 raise
-            _fail(f"internal error: {type(e).__name__}: {e} (rerun with -v for the traceback, and please report it)", 3)
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            _fail(f"internal error: {type(e).__name__}: {first} (rerun with -v for the traceback, and please report it)", 3)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -31,14 +31,19 @@ def module_channel_groups(module: torch.nn.Module, input_shape: tuple[int, ...])
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            probe,
-            (torch.zeros((1, *input_shape)),),
-            buf,
-            dynamo=False,
-            training=torch.onnx.TrainingMode.TRAINING,
-            do_constant_folding=False,
-        )
+        try:
+            # Batch 2: BatchNorm in training mode refuses a single value per channel.
+            torch.onnx.export(
+                probe,
+                (torch.zeros((2, *input_shape)),),
+                buf,
+                dynamo=False,
+                training=torch.onnx.TrainingMode.TRAINING,
+                do_constant_folding=False,
+            )
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise UsageError(f"channel pruning could not trace the model's channel structure ({first}); use --prune magnitude or nm") from None
     params = dict(module.named_parameters())
     groups = find_channel_groups(onnx.load_from_string(buf.getvalue()))
     return [g for g in groups if g.weight in params]

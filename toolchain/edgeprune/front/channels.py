@@ -93,7 +93,7 @@ def _walk(tensor, repeat, channels, group, readers, outputs, inits, shapes, cons
             ok = ok and _walk(node.output[0], repeat, channels, group, readers, outputs, inits, shapes, constants)
         elif op == "BatchNormalization":
             names = list(node.input[1:5])
-            if not all(n in inits for n in names):
+            if repeat != 1 or not all(n in inits for n in names):
                 return False
             group.followers += [ParamSlice(names[0], 0), ParamSlice(names[1], 0)]
             group.followers += [ParamSlice(n, 0, must_be_zero=False) for n in names[2:]]
@@ -103,7 +103,7 @@ def _walk(tensor, repeat, channels, group, readers, outputs, inits, shapes, cons
                 node.output[0], repeat, channels, group, readers, outputs, inits, shapes, constants
             )
         elif op == "ReduceMean":
-            axes = _reduce_axes(node, constants)
+            axes = _reduce_axes(node, constants, len(shapes.get(tensor, ())))
             ok = axes is not None and 0 not in axes and 1 not in axes
             ok = ok and _walk(node.output[0], repeat, channels, group, readers, outputs, inits, shapes, constants)
         elif op == "Conv":
@@ -133,7 +133,7 @@ def _walk(tensor, repeat, channels, group, readers, outputs, inits, shapes, cons
             dim = 1 if _attr(node, "transB", 0) == 1 else 0
             group.consumers.append(ParamSlice(w, dim, repeat, must_be_zero=False))
             ok = True
-        elif op == "MatMul" and node.input[1] in inits and len(inits[node.input[1]].dims) == 2:
+        elif op == "MatMul" and node.input[1] in inits and len(inits[node.input[1]].dims) == 2 and len(shapes.get(tensor, ())) == 2:
             group.consumers.append(ParamSlice(node.input[1], 0, repeat, must_be_zero=False))
             ok = True
         elif op in ("Flatten", "Reshape"):
@@ -263,14 +263,15 @@ def _pad_keeps_channels(node, constants) -> bool:
     return True
 
 
-def _reduce_axes(node, constants):
+def _reduce_axes(node, constants, rank: int):
+    """The reduced axes, normalized to be non-negative; None when unknown."""
     axes = _attr(node, "axes", None)
     if axes is None and len(node.input) > 1 and node.input[1]:
         value = constants.get(node.input[1])
         axes = None if value is None else [int(v) for v in np.asarray(value).reshape(-1)]
-    if axes is None:
+    if axes is None or rank == 0:
         return None
-    return {a % 4 for a in axes}
+    return {a % rank for a in axes}
 
 
 def _flattens_channels_first(node, tensor, shapes, channels) -> bool:

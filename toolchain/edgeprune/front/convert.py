@@ -74,7 +74,7 @@ def _export_dynamo(module, example) -> onnx.ModelProto:
 
 
 def onnx_to_int8_tflite(
-    proto: onnx.ModelProto, calibration_nchw: np.ndarray, workdir: Path, log_path: Path | None = None
+    proto: onnx.ModelProto, calibration_nchw: np.ndarray, workdir: Path
 ) -> tuple[bytes, bytes]:
     """Full-integer int8 TFLite (int8 input and output, per-channel weights) and its float32 twin.
 
@@ -108,12 +108,14 @@ def onnx_to_int8_tflite(
     except subprocess.TimeoutExpired:
         raise EdgepruneError(f"onnx2tf did not finish within {ONNX2TF_TIMEOUT_S} s; try a smaller model or fewer calibration samples") from None
     log = proc.stdout + proc.stderr
-    if log_path is not None:
-        Path(log_path).write_text(log)
     int8 = out / "input_full_integer_quant.tflite"
     fp32 = out / "input_float32.tflite"
     if proc.returncode != 0 or not int8.is_file():
-        raise EdgepruneError(f"onnx2tf could not convert the model: {_onnx2tf_error(log)} (full log: {log_path or 'rerun with -v'})")
+        # The work folder is deleted as the error propagates: keep the log where the user can read it.
+        fd, kept = tempfile.mkstemp(prefix="edgeprune-onnx2tf-", suffix=".log")
+        with os.fdopen(fd, "w") as f:
+            f.write(log)
+        raise EdgepruneError(f"onnx2tf could not convert the model: {_onnx2tf_error(log)} (full log: {kept})")
     return int8.read_bytes(), fp32.read_bytes()
 
 

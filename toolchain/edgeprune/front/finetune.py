@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from edgeprune.errors import UsageError
 from edgeprune.front.prune import Masks, apply_masks
 from edgeprune.progress import progress_bar
 
@@ -35,40 +36,38 @@ def set_mode(module: torch.nn.Module, training: bool) -> None:
 def reestimate_batchnorm(module: torch.nn.Module, x: np.ndarray, max_samples: int = 1000) -> int:
     """Recompute BatchNorm running statistics on calibration samples (BNT, 004:1448-1454).
 
-    Works for TorchScript too, where `momentum` is a compile-time constant: each batch starts
-    from zeroed statistics, so after one update they hold `momentum * batch statistic`, which
-    we divide back out and average over batches. Returns the number of layers updated.
+    One forward pass over up to `max_samples` samples as a single batch, so the statistics
+    are exactly that batch's. Works for TorchScript too, where `momentum` is a compile-time
+    constant: the statistics start from zero, so after one update they hold `momentum *
+    batch statistic`, which we divide back out. A traced module whose BatchNorm is frozen in
+    eval mode does not update at all; it is left untouched. Returns the layers updated.
     """
     layers = batchnorm_layers(module)
-    if not layers or not can_train_mode(module):
+    if not layers or not can_train_mode(module) or len(x) < 2:
         return 0
-    x = x[:max_samples]
-    sums = [(torch.zeros_like(bn.running_mean), torch.zeros_like(bn.running_var)) for bn in layers]
+    saved = [(bn.running_mean.clone(), bn.running_var.clone()) for bn in layers]
     was_training = module.training
     module.eval()
     for bn in layers:
         bn.train()
-    n_seen = 0
-    for start in range(0, len(x), 256):
-        batch = torch.from_numpy(x[start : start + 256])
-        if len(batch) < 2:
-            continue
-        for bn in layers:
-            bn.running_mean.zero_()
-            bn.running_var.zero_()
-            if getattr(bn, "num_batches_tracked", None) is not None:
-                bn.num_batches_tracked.zero_()
-        module(batch)
-        for bn, (m_sum, v_sum) in zip(layers, sums):
-            factor = bn.momentum if bn.momentum is not None else 1.0
-            m_sum += bn.running_mean / factor * len(batch)
-            v_sum += bn.running_var / factor * len(batch)
-        n_seen += len(batch)
-    for bn, (m_sum, v_sum) in zip(layers, sums):
-        if n_seen:
-            bn.running_mean.copy_(m_sum / n_seen)
-            bn.running_var.copy_(v_sum / n_seen)
-    module.train(was_training)
+        bn.running_mean.zero_()
+        bn.running_var.zero_()
+        if getattr(bn, "num_batches_tracked", None) is not None:
+            bn.num_batches_tracked.zero_()
+    try:
+        module(torch.from_numpy(x[:max_samples]))
+    finally:
+        module.train(was_training)
+    if any(float(bn.running_var.abs().sum()) == 0.0 for bn in layers):
+        for bn, (mean, var) in zip(layers, saved):  # frozen (traced) BatchNorm: restore
+            bn.running_mean.copy_(mean)
+            bn.running_var.copy_(var)
+        return 0
+    for bn in layers:
+        momentum = getattr(bn, "momentum", 0.1)
+        factor = momentum if momentum is not None else 1.0
+        bn.running_mean.div_(factor)
+        bn.running_var.div_(factor)
     return len(layers)
 
 
@@ -96,6 +95,8 @@ def finetune(
     total = max(1, int(round(epochs * steps_per_epoch)))
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     set_mode(module, True)
+    if len(x) < 2:
+        raise UsageError(f"finetuning needs at least 2 training samples, got {len(x)}; add data or pass --finetune-epochs 0")
     step = 0
     with progress_bar(description, total, quiet=quiet) as advance:
         while step < total:

@@ -7,7 +7,9 @@ the user passes --trust-pickle.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +45,7 @@ def load_model(path: str | Path, arch: str | None = None, trust_pickle: bool = F
     if suffix == ".onnx":
         return _load_onnx(path)
     if suffix == ".pt2":
-        return _load_exported_program(path)
+        return _load_exported_program(path, trust_pickle)
     if arch is not None:
         return _load_state_dict(path, arch)
     if _is_torchscript(path):
@@ -100,13 +102,32 @@ def _load_torchscript(path: Path) -> LoadedModel:
     return LoadedModel(path, "torchscript", module=module)
 
 
-def _load_exported_program(path: Path) -> LoadedModel:
+@contextlib.contextmanager
+def _weights_only_unless(trusted: bool):
+    key = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
+    old = os.environ.get(key)
+    if not trusted:
+        os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+
+
+def _load_exported_program(path: Path, trust_pickle: bool) -> LoadedModel:
     import torch
 
     try:
-        program = torch.export.load(str(path))
+        # torch.export.load retries a failed weights-only load with full unpickling; the
+        # environment switch turns that retry off unless the user trusts the file.
+        with _weights_only_unless(trust_pickle):
+            program = torch.export.load(str(path))
     except Exception as e:
-        raise UsageError(f"cannot load ExportedProgram {path}: {_first_line(e)}") from None
+        hint = "" if trust_pickle else " (it may hold pickled code, which is refused without --trust-pickle)"
+        raise UsageError(f"cannot load ExportedProgram {path}: {_first_line(e)}{hint}") from None
     shape = None
     args = program.example_inputs[0] if program.example_inputs else ()
     if len(args) == 1 and hasattr(args[0], "shape"):
@@ -165,6 +186,8 @@ def _load_state_dict(path: Path, arch: str) -> LoadedModel:
         ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise UsageError(f"{path} holds a {type(state).__name__}, not a state_dict; save model.state_dict() with torch.save")
     try:
         module = cls()
     except TypeError as e:
@@ -214,8 +237,8 @@ def _import_arch(arch: str):
         raise UsageError(f"--arch '{arch}' must look like package.module:Class")
     try:
         mod = importlib.import_module(module_name)
-    except ImportError as e:
-        raise UsageError(f"--arch {arch}: cannot import {module_name} ({e}); is it on PYTHONPATH?") from None
+    except Exception as e:
+        raise UsageError(f"--arch {arch}: cannot import {module_name} ({_first_line(e)}); is it on PYTHONPATH?") from None
     try:
         return getattr(mod, class_name)
     except AttributeError:

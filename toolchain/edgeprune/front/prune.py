@@ -79,9 +79,11 @@ def layer_densities(
     capped: dict[str, float] = {}
     while True:
         rest = [l for l in free if l.name not in capped]
+        if not rest:
+            return capped
         rest_budget = budget - sum(l.size for l in free if l.name in capped)
         eps = rest_budget / sum(raw[l.name] * l.size for l in rest)
-        over = [l for l in rest if eps * raw[l.name] > 1.0]
+        over = [l for l in rest if eps * raw[l.name] > 1.0 + 1e-12]
         if not over:
             return {**capped, **{l.name: eps * raw[l.name] for l in rest}}
         for l in over:
@@ -114,7 +116,8 @@ def magnitude_masks(
         for l in layers:
             if l.name in densities:
                 w = params[l.name].detach().abs().reshape(-1)
-                masks[l.name] = _keep_largest(w, int(round(densities[l.name] * l.size))).reshape(l.shape)
+                density = min(1.0, densities[l.name])
+                masks[l.name] = _keep_largest(w, int(round(density * l.size))).reshape(l.shape)
     for l in layers:
         masks.setdefault(l.name, torch.ones(l.shape, dtype=torch.bool))
     return masks
