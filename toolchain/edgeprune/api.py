@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeprune.errors import EdgepruneError, UsageError
+from edgeprune.errors import EdgepruneError, UsageError, first_line
 from edgeprune.fileio import staged_directory
 
 DEFAULT_FINETUNE_EPOCHS = 5
@@ -221,8 +221,7 @@ def _check_forward(module, x: np.ndarray, input_shape) -> None:
         with torch.no_grad():
             module(torch.from_numpy(x))
     except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise UsageError(f"the model does not run on inputs of shape (N, {', '.join(map(str, input_shape))}): {first}") from None
+        raise UsageError(f"the model does not run on inputs of shape (N, {', '.join(map(str, input_shape))}): {first_line(e)}") from None
 
 
 def _check_int8_io(model) -> None:

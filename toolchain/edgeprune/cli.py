@@ -8,7 +8,7 @@ import sys
 import click
 
 from edgeprune import __version__
-from edgeprune.errors import EdgepruneError
+from edgeprune.errors import EdgepruneError, first_line
 
 
 def _fail(message: str, code: int) -> None:
@@ -31,8 +31,7 @@ class _Group(click.Group):
         except Exception as e:
             if ctx.obj and ctx.obj.get("verbose"):
                 raise
-            first = (str(e).strip().splitlines() or [""])[0][:300]
-            _fail(f"internal error: {type(e).__name__}: {first} (rerun with -v for the traceback, and please report it)", 3)
+            _fail(f"internal error: {type(e).__name__}: {first_line(e)} (rerun with -v for the traceback, and please report it)", 3)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,6 +1,12 @@
 """The one exception type a user sees: a single line saying what is wrong and what to do."""
 
 
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (or its type name), for one-line errors."""
+    lines = str(e).strip().splitlines()
+    return (lines[0] if lines else type(e).__name__)[:limit]
+
+
 class EdgepruneError(Exception):
     """A user-facing failure. The CLI prints `error: <message>` and exits with `exit_code`."""
 

@@ -16,7 +16,7 @@ import warnings
 import onnx
 import torch
 
-from edgeprune.errors import UsageError
+from edgeprune.errors import UsageError, first_line
 from edgeprune.front.channels import ChannelGroup, find_channel_groups
 from edgeprune.front.prune import Masks
 
@@ -42,8 +42,7 @@ def module_channel_groups(module: torch.nn.Module, input_shape: tuple[int, ...])
                 do_constant_folding=False,
             )
         except Exception as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            raise UsageError(f"channel pruning could not trace the model's channel structure ({first}); use --prune magnitude or nm") from None
+            raise UsageError(f"channel pruning could not trace the model's channel structure ({first_line(e)}); use --prune magnitude or nm") from None
     params = dict(module.named_parameters())
     groups = find_channel_groups(onnx.load_from_string(buf.getvalue()))
     return [g for g in groups if g.weight in params]

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgeprune.errors import EdgepruneError, UsageError
+from edgeprune.errors import EdgepruneError, UsageError, first_line
 from edgeprune.front.load import LoadedModel
 
 OPSET = 17
@@ -56,7 +56,7 @@ def export_onnx(model: LoadedModel, input_shape: tuple[int, ...]) -> onnx.ModelP
         except EdgepruneError:
             raise
         except Exception as e:
-            raise EdgepruneError(f"ONNX export failed: {_one_line(e)}; check that the model runs on input shape {(1, *input_shape)}") from None
+            raise EdgepruneError(f"ONNX export failed: {first_line(e)}; check that the model runs on input shape {(1, *input_shape)}") from None
     return proto
 
 
@@ -138,11 +138,6 @@ def _onnx2tf_error(log: str) -> str:
     lines = [l.strip() for l in log.splitlines() if "ERROR" in l or "Error" in l]
     text = lines[-1] if lines else (log.strip().splitlines() or ["no output"])[-1]
     return text.replace("\x1b[31m", "").replace("\x1b[0m", "")[:300]
-
-
-def _one_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return (lines[0] if lines else type(e).__name__)[:300]
 
 
 def c_array_sources(tflite: bytes, symbol: str = "g_model_data") -> tuple[str, str]:

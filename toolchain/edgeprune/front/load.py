@@ -14,7 +14,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeprune.errors import UsageError
+from edgeprune.errors import UsageError, first_line
 
 SAFE_FORMATS = (
     "TorchScript .pt (torch.jit.save), ExportedProgram .pt2 (torch.export.save), "
@@ -97,7 +97,7 @@ def _load_torchscript(path: Path) -> LoadedModel:
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as e:
-        raise UsageError(f"cannot load TorchScript model {path}: {_first_line(e)}") from None
+        raise UsageError(f"cannot load TorchScript model {path}: {first_line(e)}") from None
     module.eval()
     return LoadedModel(path, "torchscript", module=module)
 
@@ -127,7 +127,7 @@ def _load_exported_program(path: Path, trust_pickle: bool) -> LoadedModel:
             program = torch.export.load(str(path))
     except Exception as e:
         hint = "" if trust_pickle else " (it may hold pickled code, which is refused without --trust-pickle)"
-        raise UsageError(f"cannot load ExportedProgram {path}: {_first_line(e)}{hint}") from None
+        raise UsageError(f"cannot load ExportedProgram {path}: {first_line(e)}{hint}") from None
     shape = None
     args = program.example_inputs[0] if program.example_inputs else ()
     if len(args) == 1 and hasattr(args[0], "shape"):
@@ -181,7 +181,7 @@ def _load_state_dict(path: Path, arch: str) -> LoadedModel:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise UsageError(
-            f"{path} is not a plain state_dict ({_first_line(e)}); save model.state_dict() with torch.save, "
+            f"{path} is not a plain state_dict ({first_line(e)}); save model.state_dict() with torch.save, "
             "or pass --trust-pickle for a whole pickled module you trust"
         ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
@@ -195,7 +195,7 @@ def _load_state_dict(path: Path, arch: str) -> LoadedModel:
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise UsageError(f"{path} does not match --arch {arch}: {_first_line(e)}") from None
+        raise UsageError(f"{path} does not match --arch {arch}: {first_line(e)}") from None
     module.eval()
     return LoadedModel(path, "module", module=module)
 
@@ -206,7 +206,7 @@ def _load_pickled_module(path: Path) -> LoadedModel:
     try:
         module = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
-        raise UsageError(f"cannot load pickled module {path}: {_first_line(e)}") from None
+        raise UsageError(f"cannot load pickled module {path}: {first_line(e)}") from None
     if not isinstance(module, torch.nn.Module):
         raise UsageError(f"{path} holds a {type(module).__name__}, not a torch.nn.Module; for a state_dict pass --arch")
     module.eval()
@@ -220,7 +220,7 @@ def _load_onnx(path: Path) -> LoadedModel:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
     except Exception as e:
-        raise UsageError(f"{path} is not a valid ONNX model: {_first_line(e)}") from None
+        raise UsageError(f"{path} is not a valid ONNX model: {first_line(e)}") from None
     shape = None
     inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
     if len(inputs) != 1:
@@ -238,13 +238,8 @@ def _import_arch(arch: str):
     try:
         mod = importlib.import_module(module_name)
     except Exception as e:
-        raise UsageError(f"--arch {arch}: cannot import {module_name} ({_first_line(e)}); is it on PYTHONPATH?") from None
+        raise UsageError(f"--arch {arch}: cannot import {module_name} ({first_line(e)}); is it on PYTHONPATH?") from None
     try:
         return getattr(mod, class_name)
     except AttributeError:
         raise UsageError(f"--arch {arch}: module {module_name} has no class {class_name}") from None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
