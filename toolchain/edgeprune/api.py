@@ -82,7 +82,7 @@ def compile_model(opts: CompileOptions, log=lambda msg: None) -> dict:
     stages.done("load")
 
     pruning: dict = {"method": method, "requested_sparsity": opts.sparsity, "scope": opts.scope if method in ("magnitude", "gmp") else None}
-    dense_accuracy = None
+    dense_accuracy = dense_recall = None
     if model.is_torch:
         _check_forward(model.module, data.x_test[:2], input_shape)
         if data.has_labels:
@@ -94,7 +94,7 @@ def compile_model(opts: CompileOptions, log=lambda msg: None) -> dict:
                 )
             if dense_out.shape[1] > 1:
                 dense_accuracy = float((dense_out.argmax(1) == data.y_test).mean())
-                dense_recall = fidelity._recall(dense_out.argmax(1), data.y_test, dense_out.shape[1])
+                dense_recall = fidelity.per_class_recall(dense_out.argmax(1), data.y_test, dense_out.shape[1])
         pruning.update(_prune(model.module, method, opts, data, input_shape, log))
         stages.done("prune_finetune")
 
@@ -139,12 +139,8 @@ def compile_model(opts: CompileOptions, log=lambda msg: None) -> dict:
         "ece_int8": fid.ece_int8,
         "per_class_recall_float": fid.per_class_recall_float,
         "per_class_recall_int8": fid.per_class_recall_int8,
-        "worst_class": None,
+        "worst_class": _worst_hit_class(dense_recall, fid.per_class_recall_int8),
     }
-    if dense_accuracy is not None and fid.per_class_recall_int8 is not None:
-        drops = [d - q for d, q in zip(dense_recall, fid.per_class_recall_int8)]
-        worst = int(np.nanargmax(drops))
-        accuracy["worst_class"] = {"class": worst, "dense_recall": dense_recall[worst], "int8_recall": fid.per_class_recall_int8[worst]}
 
     if fid.agreement is not None and fid.agreement < opts.min_agreement:
         raise EdgepruneError(
@@ -186,6 +182,14 @@ def compile_model(opts: CompileOptions, log=lambda msg: None) -> dict:
         report["files"]["report.md"] = (stage / "report.md").stat().st_size
         (stage / "report.json").write_text(rep.to_json(report))
     return report
+
+
+def _worst_hit_class(dense_recall: list[float] | None, int8_recall: list[float] | None) -> dict | None:
+    """The class whose recall dropped most from the dense float model to the deployed int8 one."""
+    if dense_recall is None or int8_recall is None:
+        return None
+    worst = int(np.nanargmax([d - q for d, q in zip(dense_recall, int8_recall)]))
+    return {"class": worst, "dense_recall": dense_recall[worst], "int8_recall": int8_recall[worst]}
 
 
 def _check_options(opts: CompileOptions, method: str) -> None:

@@ -26,10 +26,6 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode())
-
-
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -24,6 +24,7 @@ class LayerReport:
     zeros_preserved: bool | None  # every float zero is an int8 zero
     params: int  # weights + bias
     nonzero_params: int
+    nonzero_weights: int
     macs: int
     nonzero_macs: int
     nm_pattern: str | None = None  # "2:4" when every group of 4 input weights has <= 2 non-zeros
@@ -76,13 +77,14 @@ def layer_stats(int8: TFLiteModel, float32: TFLiteModel | None = None, nm: tuple
                 zeros_preserved=None if fw is None else bool(np.all(w.data[fw == 0] == 0)),
                 params=int(w.data.size + bias_data.size),
                 nonzero_params=int(nnz + np.count_nonzero(bias_data)),
+                nonzero_weights=nnz,
                 macs=int(positions * w.data.size),  # every weight is used once per output position
                 nonzero_macs=int(positions * nnz),
                 nm_pattern=_nm_label(op.op, w.data, nm),
             )
         )
     weights = sum(int(np.prod(l.weight_shape)) for l in layers)
-    nonzero_weights = sum(int(round((1 - l.sparsity) * np.prod(l.weight_shape))) for l in layers)
+    nonzero_weights = sum(l.nonzero_weights for l in layers)
     return ModelStats(
         params=sum(l.params for l in layers),
         nonzero_params=sum(l.nonzero_params for l in layers),

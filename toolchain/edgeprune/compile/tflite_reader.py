@@ -12,7 +12,8 @@ import numpy as np
 
 from edgeprune.errors import UsageError
 
-_DTYPES = {
+# TFLite TensorType codes -> numpy dtypes.
+TENSOR_TYPES = {
     0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64,
     6: np.bool_, 7: np.int16, 9: np.int8, 10: np.float64, 12: np.uint64, 15: np.uint32, 16: np.uint16,
 }
@@ -106,7 +107,7 @@ def _parse(buf: bytes) -> TFLiteModel:
     tensors = []
     for i in range(graph.TensorsLength()):
         t = graph.Tensors(i)
-        dtype = _DTYPES.get(t.Type())
+        dtype = TENSOR_TYPES.get(t.Type())
         shape = tuple(int(d) for d in t.ShapeAsNumpy()) if t.ShapeLength() else ()
         quant = None
         q = t.Quantization()

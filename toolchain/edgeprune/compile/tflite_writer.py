@@ -12,7 +12,9 @@ from typing import Callable
 import flatbuffers
 import numpy as np
 
-_TYPE_CODES = {np.float32: 0, np.int32: 2, np.uint8: 3, np.int64: 4, np.int16: 7, np.int8: 9}
+from edgeprune.compile.tflite_reader import TENSOR_TYPES
+
+_TYPE_CODES = {dtype: code for code, dtype in TENSOR_TYPES.items()}
 
 
 @dataclass

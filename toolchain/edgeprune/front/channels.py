@@ -41,26 +41,41 @@ class ChannelGroup:
     depthwise_nodes: list[str] = field(default_factory=list)  # their `group` attribute shrinks too
 
 
-def find_channel_groups(model: onnx.ModelProto) -> list[ChannelGroup]:
-    graph = model.graph
-    inits = {i.name: i for i in graph.initializer}
-    readers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-    for node in graph.node:
-        for name in node.input:
-            readers[name].append(node)
-    outputs = {o.name for o in graph.output}
-    shapes = _tensor_shapes(model)
-    constants = _constant_values(model)
+@dataclass
+class _Graph:
+    """What the channel walk looks up: who reads each tensor, constants, inferred shapes."""
 
+    readers: dict[str, list[onnx.NodeProto]]
+    outputs: set[str]
+    inits: dict[str, onnx.TensorProto]
+    shapes: dict[str, list[int]]
+    constants: dict[str, np.ndarray]
+
+    @classmethod
+    def of(cls, model: onnx.ModelProto) -> "_Graph":
+        readers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+        for node in model.graph.node:
+            for name in node.input:
+                readers[name].append(node)
+        return cls(
+            readers=readers,
+            outputs={o.name for o in model.graph.output},
+            inits={i.name: i for i in model.graph.initializer},
+            shapes=_tensor_shapes(model),
+            constants=_constant_values(model),
+        )
+
+
+def find_channel_groups(model: onnx.ModelProto) -> list[ChannelGroup]:
+    g = _Graph.of(model)
     groups = []
-    for node in graph.node:
-        weight = _producer_weight(node, inits)
+    for node in model.graph.node:
+        weight = _producer_weight(node, g.inits)
         if weight is None:
             continue
-        channels = int(inits[weight].dims[0])
-        bias = node.input[2] if len(node.input) > 2 and node.input[2] in inits else None
-        group = ChannelGroup(node.name, weight, bias, channels)
-        if _walk(node.output[0], 1, channels, group, readers, outputs, inits, shapes, constants) and group.consumers:
+        bias = node.input[2] if len(node.input) > 2 and node.input[2] in g.inits else None
+        group = ChannelGroup(node.name, weight, bias, int(g.inits[weight].dims[0]))
+        if _walk(g, group, node.output[0], 1) and group.consumers:
             groups.append(group)
     return groups
 
@@ -78,75 +93,80 @@ def _producer_weight(node, inits) -> str | None:
     return None
 
 
-def _walk(tensor, repeat, channels, group, readers, outputs, inits, shapes, constants) -> bool:
-    if tensor in outputs:
+def _walk(g: _Graph, group: ChannelGroup, tensor: str, repeat: int) -> bool:
+    """Follow `tensor` to every reader; False as soon as one path cannot carry the channels."""
+    if tensor in g.outputs:
         return False
-    for node in readers.get(tensor, []):
-        op = node.op_type
+    for node in g.readers.get(tensor, []):
         if node.input[0] != tensor:
             return False  # read as a weight or a second operand: not a simple channel flow
-        if op in _ZERO_PRESERVING:
-            ok = _walk(node.output[0], repeat, channels, group, readers, outputs, inits, shapes, constants)
-        elif op == "Clip":
-            low = constants.get(node.input[1]) if len(node.input) > 1 and node.input[1] else None
-            ok = low is not None and float(np.asarray(low).reshape(-1)[0]) <= 0.0 <= _clip_high(node, constants)
-            ok = ok and _walk(node.output[0], repeat, channels, group, readers, outputs, inits, shapes, constants)
-        elif op == "BatchNormalization":
-            names = list(node.input[1:5])
-            if repeat != 1 or not all(n in inits for n in names):
-                return False
-            group.followers += [ParamSlice(names[0], 0), ParamSlice(names[1], 0)]
-            group.followers += [ParamSlice(n, 0, must_be_zero=False) for n in names[2:]]
-            ok = _walk(node.output[0], repeat, channels, group, readers, outputs, inits, shapes, constants)
-        elif op == "Pad":
-            ok = _pad_keeps_channels(node, constants) and _walk(
-                node.output[0], repeat, channels, group, readers, outputs, inits, shapes, constants
-            )
-        elif op == "ReduceMean":
-            axes = _reduce_axes(node, constants, len(shapes.get(tensor, ())))
-            ok = axes is not None and 0 not in axes and 1 not in axes
-            ok = ok and _walk(node.output[0], repeat, channels, group, readers, outputs, inits, shapes, constants)
-        elif op == "Conv":
-            w = node.input[1]
-            if w not in inits or repeat != 1:
-                return False
-            dims = list(inits[w].dims)
-            g = _attr(node, "group", 1)
-            if g == 1:
-                group.consumers.append(ParamSlice(w, 1, must_be_zero=False))
-                ok = True
-            elif g == channels and dims[0] == channels and dims[1] == 1:
-                # Depthwise, multiplier 1: the channel passes through; its bias must be zero.
-                group.followers.append(ParamSlice(w, 0, must_be_zero=False))
-                if len(node.input) > 2 and node.input[2]:
-                    if node.input[2] not in inits:
-                        return False
-                    group.followers.append(ParamSlice(node.input[2], 0))
-                group.depthwise_nodes.append(node.name)
-                ok = _walk(node.output[0], repeat, channels, group, readers, outputs, inits, shapes, constants)
-            else:
-                return False
-        elif op == "Gemm":
-            w = node.input[1]
-            if w not in inits or _attr(node, "transA", 0) != 0:
-                return False
-            dim = 1 if _attr(node, "transB", 0) == 1 else 0
-            group.consumers.append(ParamSlice(w, dim, repeat, must_be_zero=False))
-            ok = True
-        elif op == "MatMul" and node.input[1] in inits and len(inits[node.input[1]].dims) == 2 and len(shapes.get(tensor, ())) == 2:
-            group.consumers.append(ParamSlice(node.input[1], 0, repeat, must_be_zero=False))
-            ok = True
-        elif op in ("Flatten", "Reshape"):
-            ok = _flattens_channels_first(node, tensor, shapes, channels)
-            if ok:
-                shape = shapes[tensor]
-                spatial = int(np.prod(shape[2:])) if len(shape) > 2 else 1
-                ok = _walk(node.output[0], repeat * spatial, channels, group, readers, outputs, inits, shapes, constants)
-        else:
+        step = _step(g, group, node, tensor, repeat)
+        if step is False:
             return False
-        if not ok:
+        if step is not True and not _walk(g, group, *step):
             return False
     return True
+
+
+def _step(g: _Graph, group: ChannelGroup, node, tensor: str, repeat: int) -> bool | tuple[str, int]:
+    """One reader of the channels: True when it consumes them (and is recorded as a consumer),
+    (next tensor, repeat) when they flow through it, False when it blocks removal."""
+    op, out = node.op_type, node.output[0]
+    if op in _ZERO_PRESERVING:
+        return out, repeat
+    if op == "Clip":
+        low = g.constants.get(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+        ok = low is not None and float(np.asarray(low).reshape(-1)[0]) <= 0.0 <= _clip_high(node, g.constants)
+        return ok and (out, repeat)
+    if op == "BatchNormalization":
+        names = list(node.input[1:5])
+        if repeat != 1 or not all(n in g.inits for n in names):
+            return False
+        group.followers += [ParamSlice(names[0], 0), ParamSlice(names[1], 0)]
+        group.followers += [ParamSlice(n, 0, must_be_zero=False) for n in names[2:]]
+        return out, repeat
+    if op == "Pad":
+        return _pad_keeps_channels(node, g.constants) and (out, repeat)
+    if op == "ReduceMean":
+        axes = _reduce_axes(node, g.constants, len(g.shapes.get(tensor, ())))
+        return axes is not None and 0 not in axes and 1 not in axes and (out, repeat)
+    if op == "Conv":
+        w = node.input[1]
+        if w not in g.inits or repeat != 1:
+            return False
+        dims = list(g.inits[w].dims)
+        if _attr(node, "group", 1) == 1:
+            group.consumers.append(ParamSlice(w, 1, must_be_zero=False))
+            return True
+        if _attr(node, "group", 1) == group.channels and dims[0] == group.channels and dims[1] == 1:
+            # Depthwise, multiplier 1: the channel passes through; its bias must be zero.
+            group.followers.append(ParamSlice(w, 0, must_be_zero=False))
+            if len(node.input) > 2 and node.input[2]:
+                if node.input[2] not in g.inits:
+                    return False
+                group.followers.append(ParamSlice(node.input[2], 0))
+            group.depthwise_nodes.append(node.name)
+            return out, repeat
+        return False
+    if op == "Gemm":
+        w = node.input[1]
+        if w not in g.inits or _attr(node, "transA", 0) != 0:
+            return False
+        dim = 1 if _attr(node, "transB", 0) == 1 else 0
+        group.consumers.append(ParamSlice(w, dim, repeat, must_be_zero=False))
+        return True
+    if op == "MatMul":
+        w = node.input[1]
+        if w not in g.inits or len(g.inits[w].dims) != 2 or len(g.shapes.get(tensor, ())) != 2:
+            return False
+        group.consumers.append(ParamSlice(w, 0, repeat, must_be_zero=False))
+        return True
+    if op in ("Flatten", "Reshape"):
+        if not _flattens_channels_first(node, tensor, g.shapes, group.channels):
+            return False
+        shape = g.shapes[tensor]
+        return out, repeat * (int(np.prod(shape[2:])) if len(shape) > 2 else 1)
+    return False
 
 
 def dead_channels(model: onnx.ModelProto, group: ChannelGroup) -> np.ndarray:

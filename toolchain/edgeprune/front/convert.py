@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgeprune.errors import EdgepruneError, UsageError, first_line
-from edgeprune.front.load import LoadedModel
+from edgeprune.errors import EdgepruneError, first_line
+from edgeprune.front.load import LoadedModel, onnx_graph_input
 
 OPSET = 17
 INPUT_NAME = "input"
@@ -85,7 +85,7 @@ def onnx_to_int8_tflite(
     workdir.mkdir(parents=True, exist_ok=True)
     src = workdir / "input.onnx"
     onnx.save(proto, str(src))
-    input_name = _graph_input(proto)
+    input_name = onnx_graph_input(proto).name
     calib = calibration_nchw[:CALIBRATION_SAMPLES].astype(np.float32)
     if calib.ndim == 4:
         calib = calib.transpose(0, 2, 3, 1)  # onnx2tf calibrates in NHWC
@@ -117,14 +117,6 @@ def onnx_to_int8_tflite(
             f.write(log)
         raise EdgepruneError(f"onnx2tf could not convert the model: {_onnx2tf_error(log)} (full log: {kept})")
     return int8.read_bytes(), fp32.read_bytes()
-
-
-def _graph_input(proto: onnx.ModelProto) -> str:
-    consts = {i.name for i in proto.graph.initializer}
-    names = [i.name for i in proto.graph.input if i.name not in consts]
-    if len(names) != 1:
-        raise UsageError(f"the model has {len(names)} inputs; edgeprune compiles single-input models")
-    return names[0]
 
 
 def _place_sample_images(workdir: Path) -> None:

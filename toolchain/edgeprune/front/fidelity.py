@@ -56,32 +56,30 @@ def quantize(x: np.ndarray, scale: float, zero_point: int, dtype=np.int8) -> np.
     return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
 
 
-def run_int8(tflite: bytes, x_nchw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Raw int8 outputs and their dequantized values, one sample at a time (the device batch)."""
+def _invoke_each(tflite: bytes, x_nchw: np.ndarray, to_input) -> tuple[np.ndarray, dict]:
+    """Run the model one sample at a time (the device batch); `to_input` maps a float sample
+    to the model's input dtype. Returns the raw outputs and the output tensor's details."""
     it = litert_interpreter(tflite)
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
     x = to_model_layout(x_nchw, tuple(inp["shape"]))
-    in_scale, in_zp = inp["quantization"]
-    out_scale, out_zp = out["quantization"]
     raw = np.empty((len(x), *out["shape"][1:]), dtype=out["dtype"])
     for i in range(len(x)):
-        it.set_tensor(inp["index"], quantize(x[i : i + 1], in_scale, in_zp, inp["dtype"]))
+        it.set_tensor(inp["index"], to_input(x[i : i + 1], inp))
         it.invoke()
         raw[i] = it.get_tensor(out["index"])[0]
-    deq = (raw.astype(np.float32) - out_zp) * out_scale
-    return raw, deq
+    return raw, out
+
+
+def run_int8(tflite: bytes, x_nchw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Raw int8 outputs and their dequantized values."""
+    raw, out = _invoke_each(tflite, x_nchw, lambda x, inp: quantize(x, *inp["quantization"], inp["dtype"]))
+    out_scale, out_zp = out["quantization"]
+    return raw, (raw.astype(np.float32) - out_zp) * out_scale
 
 
 def run_float(tflite: bytes, x_nchw: np.ndarray) -> np.ndarray:
-    it = litert_interpreter(tflite)
-    inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    x = to_model_layout(x_nchw, tuple(inp["shape"]))
-    res = np.empty((len(x), *out["shape"][1:]), dtype=np.float32)
-    for i in range(len(x)):
-        it.set_tensor(inp["index"], x[i : i + 1].astype(np.float32))
-        it.invoke()
-        res[i] = it.get_tensor(out["index"])[0]
-    return res
+    raw, _ = _invoke_each(tflite, x_nchw, lambda x, inp: x.astype(np.float32))
+    return raw
 
 
 def compare(float_out: np.ndarray, int8_out: np.ndarray, labels: np.ndarray | None) -> Fidelity:
@@ -97,14 +95,14 @@ def compare(float_out: np.ndarray, int8_out: np.ndarray, labels: np.ndarray | No
         fid.float_accuracy = float((pf == labels).mean())
         fid.int8_accuracy = float((pq == labels).mean())
         k = float_out.shape[1]
-        fid.per_class_recall_float = _recall(pf, labels, k)
-        fid.per_class_recall_int8 = _recall(pq, labels, k)
+        fid.per_class_recall_float = per_class_recall(pf, labels, k)
+        fid.per_class_recall_int8 = per_class_recall(pq, labels, k)
         fid.ece_float = expected_calibration_error(float_out, labels)
         fid.ece_int8 = expected_calibration_error(int8_out, labels)
     return fid
 
 
-def _recall(pred: np.ndarray, labels: np.ndarray, k: int) -> list[float]:
+def per_class_recall(pred: np.ndarray, labels: np.ndarray, k: int) -> list[float]:
     return [float((pred[labels == c] == c).mean()) if np.any(labels == c) else float("nan") for c in range(k)]
 
 

@@ -14,6 +14,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from edgeprune.errors import UsageError, first_line
 
 SAFE_FORMATS = (
@@ -82,8 +84,6 @@ def _is_torchscript(path: Path) -> bool:
 
 
 def _holds_only_tensors(path: Path) -> bool:
-    import torch
-
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
@@ -92,8 +92,6 @@ def _holds_only_tensors(path: Path) -> bool:
 
 
 def _load_torchscript(path: Path) -> LoadedModel:
-    import torch
-
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as e:
@@ -118,8 +116,6 @@ def _weights_only_unless(trusted: bool):
 
 
 def _load_exported_program(path: Path, trust_pickle: bool) -> LoadedModel:
-    import torch
-
     try:
         # torch.export.load retries a failed weights-only load with full unpickling; the
         # environment switch turns that retry off unless the user trusts the file.
@@ -139,8 +135,6 @@ def _load_exported_program(path: Path, trust_pickle: bool) -> LoadedModel:
 
 
 def _accepts_batch(module, shape) -> bool:
-    import torch
-
     try:
         with torch.no_grad():
             module(torch.zeros((2, *shape)))
@@ -150,8 +144,6 @@ def _accepts_batch(module, shape) -> bool:
 
 
 def _single_sample_loop_class():
-    import torch
-
     class SingleSampleLoop(torch.nn.Module):
         """Runs a program exported with a fixed batch of 1 over a batch, one sample at a time.
 
@@ -174,8 +166,6 @@ def SingleSampleLoop(inner):  # noqa: N802 - builds the torch class lazily so im
 
 
 def _load_state_dict(path: Path, arch: str) -> LoadedModel:
-    import torch
-
     cls = _import_arch(arch)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -201,8 +191,6 @@ def _load_state_dict(path: Path, arch: str) -> LoadedModel:
 
 
 def _load_pickled_module(path: Path) -> LoadedModel:
-    import torch
-
     try:
         module = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
@@ -222,13 +210,19 @@ def _load_onnx(path: Path) -> LoadedModel:
     except Exception as e:
         raise UsageError(f"{path} is not a valid ONNX model: {first_line(e)}") from None
     shape = None
-    inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
-    if len(inputs) != 1:
-        raise UsageError(f"{path} has {len(inputs)} inputs; edgeprune compiles single-input models")
-    dims = inputs[0].type.tensor_type.shape.dim
+    dims = onnx_graph_input(model).type.tensor_type.shape.dim
     if len(dims) >= 2 and all(d.HasField("dim_value") for d in dims[1:]):
         shape = tuple(int(d.dim_value) for d in dims[1:])
     return LoadedModel(path, "onnx", onnx_model=model, input_shape=shape)
+
+
+def onnx_graph_input(model):
+    """The one real input of an ONNX graph (initializers may also be listed as inputs)."""
+    consts = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in consts]
+    if len(inputs) != 1:
+        raise UsageError(f"the model has {len(inputs)} inputs; edgeprune compiles single-input models")
+    return inputs[0]
 
 
 def _import_arch(arch: str):
