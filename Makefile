@@ -8,7 +8,7 @@ APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm gcc-aa
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR := build/demo
 
-.PHONY: setup apt venv demo test clean
+.PHONY: setup apt venv demo test clean qemu-plugin
 
 setup: apt venv
 
@@ -23,6 +23,14 @@ apt:
 
 venv: $(STAMP)
 
+# The TCG plugin that counts instructions under QEMU (bench and device tests). Its header comes
+# from Debian's qemu source package, fetched once into build/ (an install step, not run time).
+QEMU_PLUGIN := build/qemu-plugin/libinsncount.so
+qemu-plugin: $(QEMU_PLUGIN)
+$(QEMU_PLUGIN): bench/qemu_plugin/insn_count.c | apt
+	bench/qemu_plugin/fetch_header.sh build/qemu-plugin
+	gcc -O2 -shared -fPIC -Wall -Wextra -Werror -I build/qemu-plugin $< -o $@
+
 # Re-runs only when pyproject.toml changes. torch==2.13.0 resolves to the CPU wheel on disk.
 $(STAMP): pyproject.toml
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
@@ -33,7 +41,7 @@ demo: setup
 	$(VENV)/bin/edgeprune example digits --out $(DEMO_DIR)/model.pt
 	$(VENV)/bin/edgeprune compile $(DEMO_DIR)/model.pt --target cortex-m7 --data digits --sparsity 0.8 --out $(DEMO_DIR)/build
 
-test: setup
+test: setup $(QEMU_PLUGIN)
 	$(PY) -m pytest -q
 
 clean:

@@ -11,6 +11,14 @@ from edgeprune.cli import main
 
 
 @pytest.fixture(scope="session")
+def lib(tmp_path_factory):
+    """kernels_c built for the host as a shared library (with sanitizers when EP_SANITIZE=1)."""
+    from kernels_support import build_kernel_lib
+
+    return build_kernel_lib(tmp_path_factory.mktemp("kernels") / "libep.so")
+
+
+@pytest.fixture(scope="session")
 def digits_cnn():
     """A trained DigitsCNN (nn.Module) and its test accuracy."""
     from edgeprune.examples import train_digits_cnn

@@ -8,91 +8,17 @@ TFLM's Python interpreter (the oracle), and runs the same op through our portabl
 from __future__ import annotations
 
 import ctypes
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edgeprune.compile import quant as Q
 from edgeprune.compile.tflite_writer import (
-    ModelSpec, OpSpec, TensorSpec, conv2d_options, depthwise_options, fully_connected_options, write_tflite,
+    ModelSpec, OpSpec, conv2d_options, depthwise_options, fully_connected_options, write_tflite,
 )
+from kernels_support import ConvParams, Dims, conv_tensors, ptr, quant_struct, random_quant, tflm
 
-KERNELS = Path(__file__).resolve().parents[1] / "kernels_c"
 CASES = 150
-
-
-class Dims(ctypes.Structure):
-    _fields_ = [("n", ctypes.c_int32), ("h", ctypes.c_int32), ("w", ctypes.c_int32), ("c", ctypes.c_int32)]
-
-
-class Quant(ctypes.Structure):
-    _fields_ = [
-        ("input_offset", ctypes.c_int32), ("output_offset", ctypes.c_int32),
-        ("activation_min", ctypes.c_int32), ("activation_max", ctypes.c_int32),
-        ("multiplier", ctypes.POINTER(ctypes.c_int32)), ("shift", ctypes.POINTER(ctypes.c_int32)),
-    ]
-
-
-class ConvParams(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_int32) for n in ("stride_h", "stride_w", "dilation_h", "dilation_w", "pad_h", "pad_w")]
-
-
-@pytest.fixture(scope="session")
-def lib(tmp_path_factory):
-    out = tmp_path_factory.mktemp("kernels") / "libep.so"
-    sources = sorted(str(p) for p in (KERNELS / "src").glob("*.c"))
-    subprocess.run(
-        ["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-I", str(KERNELS / "include"),
-         *sources, "-o", str(out)],
-        check=True,
-    )
-    return ctypes.CDLL(str(out))
-
-
-def _ptr(a: np.ndarray, ctype):
-    return a.ctypes.data_as(ctypes.POINTER(ctype))
-
-
-def _tflm(model: bytes, x: np.ndarray) -> np.ndarray:
-    from tflite_micro import runtime
-
-    it = runtime.Interpreter.from_bytes(model, arena_size=256 * 1024)
-    it.set_input(x, 0)
-    it.invoke()
-    return it.get_output(0)
-
-
-def _random_quant(rng, out_channels, fan_in):
-    in_scale = float(rng.uniform(0.005, 0.1))
-    in_zp = int(rng.integers(-128, 128))
-    f_scales = rng.uniform(0.001, 0.02, out_channels).astype(np.float32)
-    # An output scale near the accumulator's spread: some outputs saturate, most do not.
-    out_scale = float(in_scale * f_scales.mean() * 64 * np.sqrt(fan_in) * rng.uniform(0.2, 2.0))
-    out_zp = int(rng.integers(-128, 128))
-    return in_scale, in_zp, f_scales, out_scale, out_zp
-
-
-def _quant_struct(in_scale, in_zp, f_scales, out_scale, out_zp, activation, keep):
-    mult, shift = Q.per_channel_multipliers(in_scale, f_scales, out_scale)
-    lo, hi = Q.activation_range(activation, np.float32(out_scale), out_zp)
-    keep += [mult, shift]
-    return Quant(-in_zp, out_zp, lo, hi, _ptr(mult, ctypes.c_int32), _ptr(shift, ctypes.c_int32))
-
-
-def _tensors(rng, in_shape, w_shape, out_shape, in_scale, in_zp, f_scales, out_scale, out_zp, w_axis):
-    w = rng.integers(-127, 128, w_shape).astype(np.int8)
-    w[rng.random(w_shape) < rng.uniform(0, 0.9)] = 0  # pruned weights: zeros must be exact too
-    n_out = len(f_scales)
-    bias = rng.integers(-3000, 3000, n_out).astype(np.int32)
-    tensors = [
-        TensorSpec(in_shape, scale=in_scale, zero_point=in_zp, name="input"),
-        TensorSpec(w.shape, scale=f_scales, zero_point=np.zeros(n_out, np.int64), quantized_dimension=w_axis, data=w, name="weights"),
-        TensorSpec((n_out,), np.int32, scale=(in_scale * f_scales).astype(np.float32), zero_point=np.zeros(n_out, np.int64), data=bias, name="bias"),
-        TensorSpec(out_shape, scale=out_scale, zero_point=out_zp, name="output"),
-    ]
-    return tensors, w, bias
 
 
 def _conv_case(rng, depthwise: bool):
@@ -120,20 +46,20 @@ def test_conv_ops_match_tflite_micro(lib, depthwise):
     for case in range(CASES):
         c = _conv_case(rng, depthwise)
         fan_in = c["k_h"] * c["k_w"] * (1 if depthwise else c["in_c"])
-        in_scale, in_zp, f_scales, out_scale, out_zp = _random_quant(rng, c["out_c"], fan_in)
+        in_scale, in_zp, f_scales, out_scale, out_zp = random_quant(rng, c["out_c"], fan_in)
         w_shape = (1, c["k_h"], c["k_w"], c["out_c"]) if depthwise else (c["out_c"], c["k_h"], c["k_w"], c["in_c"])
         in_shape, out_shape = (1, c["in_h"], c["in_w"], c["in_c"]), (1, c["out_h"], c["out_w"], c["out_c"])
-        tensors, w, bias = _tensors(rng, in_shape, w_shape, out_shape, in_scale, in_zp, f_scales, out_scale, out_zp,
+        tensors, w, bias = conv_tensors(rng, in_shape, w_shape, out_shape, in_scale, in_zp, f_scales, out_scale, out_zp,
                                     3 if depthwise else 0)
         opts = dict(stride=(c["s_h"], c["s_w"]), dilation=(c["d_h"], c["d_w"]), padding=c["padding"], activation=c["activation"])
         op = (OpSpec("DEPTHWISE_CONV_2D", [0, 1, 2], [3], depthwise_options(multiplier=c["mult"], **opts), version=3)
               if depthwise else OpSpec("CONV_2D", [0, 1, 2], [3], conv2d_options(**opts), version=3))
         model = write_tflite(ModelSpec(tensors, [op], [0], [3]))
         x = rng.integers(-128, 128, in_shape).astype(np.int8)
-        expected = _tflm(model, x)
+        expected = tflm(model, x)
 
         keep: list = []
-        q = _quant_struct(in_scale, in_zp, f_scales, out_scale, out_zp, c["activation"], keep)
+        q = quant_struct(in_scale, in_zp, f_scales, out_scale, out_zp, c["activation"], keep)
         params = ConvParams(c["s_h"], c["s_w"], c["d_h"], c["d_w"],
                             Q.conv_padding(c["in_h"], c["k_h"], c["s_h"], c["d_h"], c["out_h"], c["padding"]),
                             Q.conv_padding(c["in_w"], c["k_w"], c["s_w"], c["d_w"], c["out_w"], c["padding"]))
@@ -141,11 +67,11 @@ def test_conv_ops_match_tflite_micro(lib, depthwise):
         dims = [Dims(*in_shape), Dims(*w_shape), Dims(*out_shape)]
         i8, i32 = ctypes.c_int8, ctypes.c_int32
         if depthwise:
-            lib.ep_depthwise_conv2d_s8(ctypes.byref(params), c["mult"], ctypes.byref(q), ctypes.byref(dims[0]), _ptr(x, i8),
-                                       ctypes.byref(dims[1]), _ptr(w, i8), _ptr(bias, i32), ctypes.byref(dims[2]), _ptr(got, i8))
+            lib.ep_depthwise_conv2d_s8_portable(ctypes.byref(params), c["mult"], ctypes.byref(q), ctypes.byref(dims[0]), ptr(x, i8),
+                                       ctypes.byref(dims[1]), ptr(w, i8), ptr(bias, i32), ctypes.byref(dims[2]), ptr(got, i8), None)
         else:
-            lib.ep_conv2d_s8(ctypes.byref(params), ctypes.byref(q), ctypes.byref(dims[0]), _ptr(x, i8), ctypes.byref(dims[1]),
-                             _ptr(w, i8), _ptr(bias, i32), ctypes.byref(dims[2]), _ptr(got, i8))
+            lib.ep_conv2d_s8_portable(ctypes.byref(params), ctypes.byref(q), ctypes.byref(dims[0]), ptr(x, i8), ctypes.byref(dims[1]),
+                             ptr(w, i8), ptr(bias, i32), ctypes.byref(dims[2]), ptr(got, i8), None)
         assert np.array_equal(got, expected), f"case {case}: {c}, {np.count_nonzero(got != expected)} outputs differ"
 
 
@@ -154,17 +80,17 @@ def test_fully_connected_matches_tflite_micro(lib):
     for case in range(CASES):
         batches, n_in, n_out = int(rng.integers(1, 4)), int(rng.integers(1, 300)), int(rng.integers(1, 40))
         activation = str(rng.choice(["NONE", "RELU", "RELU6"]))
-        in_scale, in_zp, f_scales, out_scale, out_zp = _random_quant(rng, n_out, n_in)
-        tensors, w, bias = _tensors(rng, (batches, n_in), (n_out, n_in), (batches, n_out), in_scale, in_zp, f_scales,
+        in_scale, in_zp, f_scales, out_scale, out_zp = random_quant(rng, n_out, n_in)
+        tensors, w, bias = conv_tensors(rng, (batches, n_in), (n_out, n_in), (batches, n_out), in_scale, in_zp, f_scales,
                                     out_scale, out_zp, 0)
         model = write_tflite(ModelSpec(tensors, [OpSpec("FULLY_CONNECTED", [0, 1, 2], [3], fully_connected_options(activation), version=4)], [0], [3]))
         x = rng.integers(-128, 128, (batches, n_in)).astype(np.int8)
-        expected = _tflm(model, x)
+        expected = tflm(model, x)
         keep: list = []
-        q = _quant_struct(in_scale, in_zp, f_scales, out_scale, out_zp, activation, keep)
+        q = quant_struct(in_scale, in_zp, f_scales, out_scale, out_zp, activation, keep)
         got = np.zeros((batches, n_out), np.int8)
-        lib.ep_fully_connected_s8(ctypes.byref(q), batches, n_in, n_out, _ptr(x, ctypes.c_int8), _ptr(w, ctypes.c_int8),
-                                  _ptr(bias, ctypes.c_int32), _ptr(got, ctypes.c_int8))
+        lib.ep_fully_connected_s8_portable(ctypes.byref(q), batches, n_in, n_out, ptr(x, ctypes.c_int8), ptr(w, ctypes.c_int8),
+                                  ptr(bias, ctypes.c_int32), ptr(got, ctypes.c_int8), None)
         assert np.array_equal(got, expected), f"case {case}: {batches}x{n_in}->{n_out} {activation}, {np.count_nonzero(got != expected)} differ"
 
 

@@ -10,46 +10,81 @@
 
 #include <stdint.h>
 
+#include "ep_types.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-typedef struct {
-    int32_t n, h, w, c;
-} ep_dims_t;
-
-/* Requantization of an int32 accumulator to int8, one multiplier/shift per output channel. */
-typedef struct {
-    int32_t input_offset;   /* minus the input zero point */
-    int32_t output_offset;  /* the output zero point */
-    int32_t activation_min; /* fused activation range, in output units */
-    int32_t activation_max;
-    const int32_t *multiplier;
-    const int32_t *shift;
-} ep_quant_t;
-
-typedef struct {
-    int32_t stride_h, stride_w;
-    int32_t dilation_h, dilation_w;
-    int32_t pad_h, pad_w; /* top and left padding; bottom/right are implied by the output size */
-} ep_conv_params_t;
+/* The dense CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED ops come in one variant per backend
+ * (portable, dsp, neon_dot, neon, mve), all bit-exact with each other. The un-suffixed function
+ * dispatches to the backend selected at build time (see ep_backend.h); the suffixed ones exist
+ * so tests can compare variants. `scratch` points to at least ep_<op>_scratch_size() bytes,
+ * 4-byte aligned (may be NULL when the size is 0). */
 
 /* CONV_2D. filter dims: n = output channels, h, w, c = input channels. */
-void ep_conv2d_s8(const ep_conv_params_t *params, const ep_quant_t *quant, const ep_dims_t *input_dims,
-                  const int8_t *input, const ep_dims_t *filter_dims, const int8_t *filter, const int32_t *bias,
-                  const ep_dims_t *output_dims, int8_t *output);
+#define EP_CONV2D_S8_ARGS                                                                                       \
+    const ep_conv_params_t *params, const ep_quant_t *quant, const ep_dims_t *input_dims, const int8_t *input, \
+        const ep_dims_t *filter_dims, const int8_t *filter, const int32_t *bias, const ep_dims_t *output_dims,  \
+        int8_t *output, void *scratch
+void ep_conv2d_s8(EP_CONV2D_S8_ARGS);
+void ep_conv2d_s8_portable(EP_CONV2D_S8_ARGS);
+void ep_conv2d_s8_dsp(EP_CONV2D_S8_ARGS);
+void ep_conv2d_s8_neon_dot(EP_CONV2D_S8_ARGS);
+void ep_conv2d_s8_neon(EP_CONV2D_S8_ARGS);
+int32_t ep_conv2d_s8_scratch_size(const ep_dims_t *input_dims, const ep_dims_t *filter_dims,
+                                  const ep_dims_t *output_dims);
+int32_t ep_conv2d_s8_scratch_size_dsp(const ep_dims_t *input_dims, const ep_dims_t *filter_dims,
+                                      const ep_dims_t *output_dims);
+int32_t ep_conv2d_s8_scratch_size_neon_dot(const ep_dims_t *input_dims, const ep_dims_t *filter_dims,
+                                           const ep_dims_t *output_dims);
+int32_t ep_conv2d_s8_scratch_size_neon(const ep_dims_t *input_dims, const ep_dims_t *filter_dims,
+                                       const ep_dims_t *output_dims);
 
 /* DEPTHWISE_CONV_2D. filter dims: n = 1, h, w, c = input channels * depth_multiplier. */
-void ep_depthwise_conv2d_s8(const ep_conv_params_t *params, int32_t depth_multiplier, const ep_quant_t *quant,
-                            const ep_dims_t *input_dims, const int8_t *input, const ep_dims_t *filter_dims,
-                            const int8_t *filter, const int32_t *bias, const ep_dims_t *output_dims, int8_t *output);
+#define EP_DEPTHWISE_CONV2D_S8_ARGS                                                                         \
+    const ep_conv_params_t *params, int32_t depth_multiplier, const ep_quant_t *quant,                     \
+        const ep_dims_t *input_dims, const int8_t *input, const ep_dims_t *filter_dims, const int8_t *filter, \
+        const int32_t *bias, const ep_dims_t *output_dims, int8_t *output, void *scratch
+void ep_depthwise_conv2d_s8(EP_DEPTHWISE_CONV2D_S8_ARGS);
+void ep_depthwise_conv2d_s8_portable(EP_DEPTHWISE_CONV2D_S8_ARGS);
+void ep_depthwise_conv2d_s8_dsp(EP_DEPTHWISE_CONV2D_S8_ARGS);
+void ep_depthwise_conv2d_s8_neon_dot(EP_DEPTHWISE_CONV2D_S8_ARGS);
+void ep_depthwise_conv2d_s8_neon(EP_DEPTHWISE_CONV2D_S8_ARGS);
+int32_t ep_depthwise_conv2d_s8_scratch_size(const ep_dims_t *input_dims, const ep_dims_t *filter_dims,
+                                            const ep_dims_t *output_dims);
+int32_t ep_depthwise_conv2d_s8_scratch_size_dsp(const ep_dims_t *input_dims, const ep_dims_t *filter_dims,
+                                                const ep_dims_t *output_dims);
+int32_t ep_depthwise_conv2d_s8_scratch_size_neon_dot(const ep_dims_t *input_dims, const ep_dims_t *filter_dims,
+                                                     const ep_dims_t *output_dims);
+int32_t ep_depthwise_conv2d_s8_scratch_size_neon(const ep_dims_t *input_dims, const ep_dims_t *filter_dims,
+                                                 const ep_dims_t *output_dims);
 
 /* FULLY_CONNECTED: output[b][o] from input[b][0..in_features). */
-void ep_fully_connected_s8(const ep_quant_t *quant, int32_t batches, int32_t in_features, int32_t out_features,
-                           const int8_t *input, const int8_t *filter, const int32_t *bias, int8_t *output);
+#define EP_FULLY_CONNECTED_S8_ARGS                                                                          \
+    const ep_quant_t *quant, int32_t batches, int32_t in_features, int32_t out_features, const int8_t *input, \
+        const int8_t *filter, const int32_t *bias, int8_t *output, void *scratch
+void ep_fully_connected_s8(EP_FULLY_CONNECTED_S8_ARGS);
+void ep_fully_connected_s8_portable(EP_FULLY_CONNECTED_S8_ARGS);
+void ep_fully_connected_s8_dsp(EP_FULLY_CONNECTED_S8_ARGS);
+void ep_fully_connected_s8_neon_dot(EP_FULLY_CONNECTED_S8_ARGS);
+void ep_fully_connected_s8_neon(EP_FULLY_CONNECTED_S8_ARGS);
+int32_t ep_fully_connected_s8_scratch_size(int32_t batches, int32_t in_features, int32_t out_features);
+int32_t ep_fully_connected_s8_scratch_size_dsp(int32_t batches, int32_t in_features, int32_t out_features);
+int32_t ep_fully_connected_s8_scratch_size_neon_dot(int32_t batches, int32_t in_features, int32_t out_features);
+int32_t ep_fully_connected_s8_scratch_size_neon(int32_t batches, int32_t in_features, int32_t out_features);
+
+/* Name of the backend this build dispatches to: "portable", "dsp", "neon_dot", "neon" or "mve". */
+const char *ep_backend_name(void);
 
 #ifdef __cplusplus
 }
 #endif
+
+/* The other op families, one header each. */
+#include "ep_activations_s8.h"
+#include "ep_ops_s8.h"
+#include "ep_sparse_s8.h"
+#include "ep_train_f32.h"
 
 #endif /* EP_KERNELS_H_ */

@@ -2,10 +2,12 @@
 #include "ep_fixedpoint.h"
 #include "ep_kernels.h"
 
-void ep_depthwise_conv2d_s8(const ep_conv_params_t *params, int32_t depth_multiplier, const ep_quant_t *quant,
-                            const ep_dims_t *input_dims, const int8_t *input, const ep_dims_t *filter_dims,
-                            const int8_t *filter, const int32_t *bias, const ep_dims_t *output_dims, int8_t *output)
+void ep_depthwise_conv2d_s8_portable(const ep_conv_params_t *params, int32_t depth_multiplier, const ep_quant_t *quant,
+                                     const ep_dims_t *input_dims, const int8_t *input, const ep_dims_t *filter_dims,
+                                     const int8_t *filter, const int32_t *bias, const ep_dims_t *output_dims,
+                                     int8_t *output, void *scratch)
 {
+    (void)scratch;
     const int32_t in_h = input_dims->h, in_w = input_dims->w, in_c = input_dims->c;
     const int32_t k_h = filter_dims->h, k_w = filter_dims->w;
     const int32_t out_h = output_dims->h, out_w = output_dims->w, out_c = output_dims->c;

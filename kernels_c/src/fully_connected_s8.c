@@ -2,9 +2,11 @@
 #include "ep_fixedpoint.h"
 #include "ep_kernels.h"
 
-void ep_fully_connected_s8(const ep_quant_t *quant, int32_t batches, int32_t in_features, int32_t out_features,
-                           const int8_t *input, const int8_t *filter, const int32_t *bias, int8_t *output)
+void ep_fully_connected_s8_portable(const ep_quant_t *quant, int32_t batches, int32_t in_features,
+                                    int32_t out_features, const int8_t *input, const int8_t *filter,
+                                    const int32_t *bias, int8_t *output, void *scratch)
 {
+    (void)scratch;
     for (int32_t b = 0; b < batches; ++b) {
         const int8_t *in = &input[b * in_features];
         for (int32_t o = 0; o < out_features; ++o) {

@@ -199,3 +199,14 @@ def fully_connected_options(activation="NONE"):
         return T.BuiltinOptions.FullyConnectedOptions, T.FullyConnectedOptionsEnd(b)
 
     return build
+
+
+def softmax_options(beta=1.0):
+    def build(b):
+        import tflite as T
+
+        T.SoftmaxOptionsStart(b)
+        T.SoftmaxOptionsAddBeta(b, float(beta))
+        return T.BuiltinOptions.SoftmaxOptions, T.SoftmaxOptionsEnd(b)
+
+    return build
