@@ -72,3 +72,95 @@ def conv_padding(in_size: int, kernel: int, stride: int, dilation: int, out_size
     effective = (kernel - 1) * dilation + 1
     total = max(0, (out_size - 1) * stride + effective - in_size)
     return total // 2
+
+
+# Parameters of the other int8 ops (kernels_c/include/ep_ops_s8.h): each mirrors that op's Prepare in
+# TFLM, in double from the float32 scales. The dicts' keys are the C structs' field names.
+
+
+def _f64(scale: float) -> float:
+    """A tensor scale as TFLM sees it: a float32 widened to double."""
+    return float(np.float32(scale))
+
+
+def dims4(shape) -> tuple[int, int, int, int]:
+    """A shape of rank <= 4 right-aligned into (n, h, w, c), leading dims 1 (numpy broadcasting)."""
+    shape = tuple(int(d) for d in shape)
+    if len(shape) > 4:
+        raise ValueError(f"rank {len(shape)} > 4")
+    return (1,) * (4 - len(shape)) + shape  # type: ignore[return-value]
+
+
+def pool_params(input_hw: tuple[int, int], filter_hw: tuple[int, int], stride_hw: tuple[int, int], padding: str,
+                activation: str, output_scale: float, output_zero_point: int) -> dict[str, int]:
+    """ep_pool_params_t for AVERAGE_POOL_2D / MAX_POOL_2D (TFLM pads like a dilation-1 conv)."""
+    pads = []
+    for size, k, s in zip(input_hw, filter_hw, stride_hw):
+        out = conv_output_size(size, k, s, 1, padding)
+        pads.append(conv_padding(size, k, s, 1, out, padding))
+    lo, hi = activation_range(activation, output_scale, output_zero_point)
+    return dict(filter_h=filter_hw[0], filter_w=filter_hw[1], stride_h=stride_hw[0], stride_w=stride_hw[1],
+                pad_h=pads[0], pad_w=pads[1], activation_min=lo, activation_max=hi)
+
+
+def add_params(input1_scale: float, input1_zero_point: int, input2_scale: float, input2_zero_point: int,
+               output_scale: float, output_zero_point: int, activation: str = "NONE") -> dict[str, int]:
+    """ep_add_params_t: TFLM's int8 ADD rescales both inputs to twice the larger scale over 2^20."""
+    left_shift = 20
+    twice_max = 2 * max(_f64(input1_scale), _f64(input2_scale))
+    m1, s1 = quantize_multiplier(_f64(input1_scale) / twice_max)
+    m2, s2 = quantize_multiplier(_f64(input2_scale) / twice_max)
+    mo, so = quantize_multiplier(twice_max / ((1 << left_shift) * _f64(output_scale)))
+    if so > 0:
+        raise ValueError("ADD output scale too small: TFLM requires a rescale below 1")
+    lo, hi = activation_range(activation, output_scale, output_zero_point)
+    return dict(input1_offset=-int(input1_zero_point), input2_offset=-int(input2_zero_point), left_shift=left_shift,
+                input1_multiplier=m1, input1_shift=s1, input2_multiplier=m2, input2_shift=s2,
+                output_multiplier=mo, output_shift=so, output_offset=int(output_zero_point),
+                activation_min=lo, activation_max=hi)
+
+
+def mul_params(input1_scale: float, input1_zero_point: int, input2_scale: float, input2_zero_point: int,
+               output_scale: float, output_zero_point: int, activation: str = "NONE") -> dict[str, int]:
+    """ep_mul_params_t: one rescale by input1 * input2 / output."""
+    m, s = quantize_multiplier(_f64(input1_scale) * _f64(input2_scale) / _f64(output_scale))
+    lo, hi = activation_range(activation, output_scale, output_zero_point)
+    return dict(input1_offset=-int(input1_zero_point), input2_offset=-int(input2_zero_point),
+                output_multiplier=m, output_shift=s, output_offset=int(output_zero_point),
+                activation_min=lo, activation_max=hi)
+
+
+def mean_params(input_scale: float, input_zero_point: int, output_scale: float, output_zero_point: int,
+                count: int) -> dict[str, int]:
+    """ep_mean_params_t for MEAN over `count` elements (h * w), as TFLM's QuantizedMeanOrSum.
+
+    TFLM folds 1/count into the input/output multiplier at run time: multiply by 2^shift with
+    shift = floor(log2(count)) (at most 32, and no lower than the multiplier allows), divide by
+    count with integer truncation, and take shift off the exponent.
+    """
+    m, s = quantize_multiplier(_f64(input_scale) / _f64(output_scale))
+    shift = min(int(count).bit_length() - 1, 32, 31 + s)
+    return dict(input_zero_point=int(input_zero_point), output_zero_point=int(output_zero_point),
+                multiplier=(m << shift) // int(count), shift=s - shift)
+
+
+def requantize_params(input_scale: float, input_zero_point: int, output_scale: float,
+                      output_zero_point: int) -> dict[str, int]:
+    """ep_requantize_s8's arguments for an int8 -> int8 QUANTIZE."""
+    m, s = quantize_multiplier(_f64(input_scale) / _f64(output_scale))
+    return dict(input_zero_point=int(input_zero_point), multiplier=m, shift=s,
+                output_zero_point=int(output_zero_point))
+
+
+def pad_paddings(paddings) -> list[int]:
+    """TFLite's [rank, 2] paddings, rank <= 4, as ep_pad_s8's 8 values (leading dims unpadded)."""
+    rows = [[int(a), int(b)] for a, b in np.asarray(paddings).reshape(-1, 2)]
+    return [v for row in [[0, 0]] * (4 - len(rows)) + rows for v in row]
+
+
+def concatenation_sizes(shapes, axis: int) -> tuple[int, list[int]]:
+    """ep_concatenation_s8's outer_size and per-input copy_sizes for inputs of the given shapes."""
+    rank = len(shapes[0])
+    axis = axis + rank if axis < 0 else axis
+    outer = int(np.prod(shapes[0][:axis], dtype=np.int64))
+    return outer, [int(np.prod(s[axis:], dtype=np.int64)) for s in shapes]

@@ -201,6 +201,95 @@ def fully_connected_options(activation="NONE"):
     return build
 
 
+def pool2d_options(filter_size=(2, 2), stride=(2, 2), padding="VALID", activation="NONE"):
+    """AVERAGE_POOL_2D and MAX_POOL_2D."""
+
+    def build(b):
+        import tflite as T
+
+        T.Pool2DOptionsStart(b)
+        T.Pool2DOptionsAddPadding(b, PADDING[padding])
+        T.Pool2DOptionsAddStrideH(b, stride[0])
+        T.Pool2DOptionsAddStrideW(b, stride[1])
+        T.Pool2DOptionsAddFilterHeight(b, filter_size[0])
+        T.Pool2DOptionsAddFilterWidth(b, filter_size[1])
+        T.Pool2DOptionsAddFusedActivationFunction(b, ACTIVATION[activation])
+        return T.BuiltinOptions.Pool2DOptions, T.Pool2DOptionsEnd(b)
+
+    return build
+
+
+def add_options(activation="NONE"):
+    def build(b):
+        import tflite as T
+
+        T.AddOptionsStart(b)
+        T.AddOptionsAddFusedActivationFunction(b, ACTIVATION[activation])
+        return T.BuiltinOptions.AddOptions, T.AddOptionsEnd(b)
+
+    return build
+
+
+def mul_options(activation="NONE"):
+    def build(b):
+        import tflite as T
+
+        T.MulOptionsStart(b)
+        T.MulOptionsAddFusedActivationFunction(b, ACTIVATION[activation])
+        return T.BuiltinOptions.MulOptions, T.MulOptionsEnd(b)
+
+    return build
+
+
+def reducer_options(keep_dims=False):
+    """MEAN (and the other reductions); the axes are a constant int32 input tensor."""
+
+    def build(b):
+        import tflite as T
+
+        T.ReducerOptionsStart(b)
+        T.ReducerOptionsAddKeepDims(b, bool(keep_dims))
+        return T.BuiltinOptions.ReducerOptions, T.ReducerOptionsEnd(b)
+
+    return build
+
+
+def concatenation_options(axis, activation="NONE"):
+    def build(b):
+        import tflite as T
+
+        T.ConcatenationOptionsStart(b)
+        T.ConcatenationOptionsAddAxis(b, axis)
+        T.ConcatenationOptionsAddFusedActivationFunction(b, ACTIVATION[activation])
+        return T.BuiltinOptions.ConcatenationOptions, T.ConcatenationOptionsEnd(b)
+
+    return build
+
+
+def reshape_options(new_shape):
+    def build(b):
+        import tflite as T
+
+        shape = _int_vector(b, new_shape)
+        T.ReshapeOptionsStart(b)
+        T.ReshapeOptionsAddNewShape(b, shape)
+        return T.BuiltinOptions.ReshapeOptions, T.ReshapeOptionsEnd(b)
+
+    return build
+
+
+def pad_options():
+    """PAD: no fields; the paddings are a constant int32 [rank, 2] input tensor."""
+
+    def build(b):
+        import tflite as T
+
+        T.PadOptionsStart(b)
+        return T.BuiltinOptions.PadOptions, T.PadOptionsEnd(b)
+
+    return build
+
+
 def softmax_options(beta=1.0):
     def build(b):
         import tflite as T
