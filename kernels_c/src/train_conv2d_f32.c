@@ -1,0 +1,178 @@
+/* CONV_2D, float32, for on-device training: forward, backward for selected output channels, and
+ * the layer's budget costs. Conventions in ep_train_f32.h. */
+#include <stddef.h>
+
+#include "ep_kernels.h"
+
+void ep_conv2d_f32(const ep_conv_params_t *params, const ep_dims_t *input_dims, const float *input,
+                   const ep_dims_t *filter_dims, const float *filter, const float *bias, const ep_dims_t *output_dims,
+                   float *output)
+{
+    const int32_t in_h = input_dims->h, in_w = input_dims->w, in_c = input_dims->c;
+    const int32_t k_h = filter_dims->h, k_w = filter_dims->w;
+    const int32_t out_h = output_dims->h, out_w = output_dims->w, out_c = output_dims->c;
+
+    for (int32_t b = 0; b < input_dims->n; ++b) {
+        for (int32_t oy = 0; oy < out_h; ++oy) {
+            const int32_t in_y0 = oy * params->stride_h - params->pad_h;
+            for (int32_t ox = 0; ox < out_w; ++ox) {
+                const int32_t in_x0 = ox * params->stride_w - params->pad_w;
+                float *out = &output[((b * out_h + oy) * out_w + ox) * out_c];
+                for (int32_t oc = 0; oc < out_c; ++oc) {
+                    float acc = 0.0f;
+                    for (int32_t ky = 0; ky < k_h; ++ky) {
+                        const int32_t iy = in_y0 + params->dilation_h * ky;
+                        if (iy < 0 || iy >= in_h) {
+                            continue; /* zero padding */
+                        }
+                        for (int32_t kx = 0; kx < k_w; ++kx) {
+                            const int32_t ix = in_x0 + params->dilation_w * kx;
+                            if (ix < 0 || ix >= in_w) {
+                                continue;
+                            }
+                            const float *in = &input[((b * in_h + iy) * in_w + ix) * in_c];
+                            const float *w = &filter[((oc * k_h + ky) * k_w + kx) * in_c];
+                            for (int32_t ic = 0; ic < in_c; ++ic) {
+                                acc += w[ic] * in[ic];
+                            }
+                        }
+                    }
+                    out[oc] = bias ? acc + bias[oc] : acc;
+                }
+            }
+        }
+    }
+}
+
+void ep_conv2d_f32_backward(const ep_conv_params_t *params, const ep_dims_t *input_dims, const float *input,
+                            const ep_dims_t *filter_dims, const float *filter, const ep_dims_t *output_dims,
+                            const float *grad_output, float *grad_input, const int32_t *channels, int32_t n_channels,
+                            float *grad_filter, float *grad_bias, int32_t accumulate)
+{
+    const int32_t batches = input_dims->n, in_h = input_dims->h, in_w = input_dims->w, in_c = input_dims->c;
+    const int32_t k_h = filter_dims->h, k_w = filter_dims->w;
+    const int32_t out_h = output_dims->h, out_w = output_dims->w, out_c = output_dims->c;
+    const int32_t filter_size = k_h * k_w * in_c;
+
+    if (grad_input) {
+        /* Scatter each output gradient back through the taps that produced it: the transposed
+         * convolution without materializing the flipped filter. */
+        const int32_t in_size = batches * in_h * in_w * in_c;
+        for (int32_t i = 0; i < in_size; ++i) {
+            grad_input[i] = 0.0f;
+        }
+        for (int32_t b = 0; b < batches; ++b) {
+            for (int32_t oy = 0; oy < out_h; ++oy) {
+                const int32_t in_y0 = oy * params->stride_h - params->pad_h;
+                for (int32_t ox = 0; ox < out_w; ++ox) {
+                    const int32_t in_x0 = ox * params->stride_w - params->pad_w;
+                    const float *dy = &grad_output[((b * out_h + oy) * out_w + ox) * out_c];
+                    for (int32_t oc = 0; oc < out_c; ++oc) {
+                        const float g = dy[oc];
+                        if (g == 0.0f) {
+                            continue; /* common after a ReLU */
+                        }
+                        for (int32_t ky = 0; ky < k_h; ++ky) {
+                            const int32_t iy = in_y0 + params->dilation_h * ky;
+                            if (iy < 0 || iy >= in_h) {
+                                continue;
+                            }
+                            for (int32_t kx = 0; kx < k_w; ++kx) {
+                                const int32_t ix = in_x0 + params->dilation_w * kx;
+                                if (ix < 0 || ix >= in_w) {
+                                    continue;
+                                }
+                                float *dx = &grad_input[((b * in_h + iy) * in_w + ix) * in_c];
+                                const float *w = &filter[((oc * k_h + ky) * k_w + kx) * in_c];
+                                for (int32_t ic = 0; ic < in_c; ++ic) {
+                                    dx[ic] += g * w[ic];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    if (!grad_filter && !grad_bias) {
+        return;
+    }
+    if (!channels) {
+        n_channels = out_c;
+    }
+    for (int32_t j = 0; j < n_channels; ++j) {
+        const int32_t oc = channels ? channels[j] : j;
+        float *dw = grad_filter ? &grad_filter[j * filter_size] : NULL;
+        if (dw && !accumulate) {
+            for (int32_t i = 0; i < filter_size; ++i) {
+                dw[i] = 0.0f;
+            }
+        }
+        /* Kahan-compensated: dL/dy is near zero-mean, so the plain float sum of a channel's many
+         * positions loses most of its digits to cancellation. Costs 4 flops per position. */
+        float db = (grad_bias && accumulate) ? grad_bias[j] : 0.0f, db_err = 0.0f;
+        for (int32_t b = 0; b < batches; ++b) {
+            for (int32_t oy = 0; oy < out_h; ++oy) {
+                const int32_t in_y0 = oy * params->stride_h - params->pad_h;
+                for (int32_t ox = 0; ox < out_w; ++ox) {
+                    const int32_t in_x0 = ox * params->stride_w - params->pad_w;
+                    const float g = grad_output[((b * out_h + oy) * out_w + ox) * out_c + oc];
+                    const float term = g - db_err, sum = db + term;
+                    db_err = (sum - db) - term;
+                    db = sum;
+                    if (!dw || g == 0.0f) {
+                        continue;
+                    }
+                    for (int32_t ky = 0; ky < k_h; ++ky) {
+                        const int32_t iy = in_y0 + params->dilation_h * ky;
+                        if (iy < 0 || iy >= in_h) {
+                            continue;
+                        }
+                        for (int32_t kx = 0; kx < k_w; ++kx) {
+                            const int32_t ix = in_x0 + params->dilation_w * kx;
+                            if (ix < 0 || ix >= in_w) {
+                                continue;
+                            }
+                            const float *in = &input[((b * in_h + iy) * in_w + ix) * in_c];
+                            float *d = &dw[(ky * k_w + kx) * in_c];
+                            for (int32_t ic = 0; ic < in_c; ++ic) {
+                                d[ic] += g * in[ic];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if (grad_bias) {
+            grad_bias[j] = db;
+        }
+    }
+}
+
+int64_t ep_conv2d_f32_grad_bytes(const ep_dims_t *filter_dims, int32_t n_channels, int32_t has_bias,
+                                 int32_t with_momentum)
+{
+    const int64_t per_channel = (int64_t)filter_dims->h * filter_dims->w * filter_dims->c + (has_bias ? 1 : 0);
+    return (int64_t)n_channels * per_channel * (int64_t)sizeof(float) * (with_momentum ? 2 : 1);
+}
+
+int64_t ep_conv2d_f32_macs(const ep_dims_t *filter_dims, const ep_dims_t *output_dims, int32_t n_channels)
+{
+    const int64_t positions = (int64_t)output_dims->n * output_dims->h * output_dims->w;
+    return positions * filter_dims->h * filter_dims->w * filter_dims->c * n_channels;
+}
+
+int64_t ep_conv2d_f32_backward_macs(const ep_dims_t *filter_dims, const ep_dims_t *output_dims, int32_t n_channels,
+                                    int32_t with_input_grad)
+{
+    return ep_conv2d_f32_macs(filter_dims, output_dims, n_channels) +
+           (with_input_grad ? ep_conv2d_f32_macs(filter_dims, output_dims, output_dims->c) : 0);
+}
+
+ep_param_layout_t ep_conv2d_f32_layout(const ep_dims_t *filter_dims)
+{
+    const int32_t size = filter_dims->h * filter_dims->w * filter_dims->c;
+    ep_param_layout_t layout = {filter_dims->n, size, size, 1};
+    return layout;
+}
