@@ -142,6 +142,9 @@ def test_softmax_params_mirror_tflite_prepare():
         QA.softmax_params(1e-9, 1.0)  # beta * scale * 2^26 <= 1: TFLM's Prepare fails
     with pytest.raises(ValueError):
         QA.softmax_params(0.1, 1.0, output_scale=1 / 255)
+    for scale, beta in ((0.0, 1.0), (float("inf"), 1.0), (float("nan"), 1.0), (0.1, -1.0)):
+        with pytest.raises(ValueError):
+            QA.softmax_params(scale, beta)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,3 +201,35 @@ def test_logistic_tanh_params_mirror_tflite_prepare():
         QA.logistic_params(0.1, 0, output_zero_point=0)
     with pytest.raises(ValueError):
         QA.tanh_params(1e-9, 0)  # the radius would overflow TFLM's int
+    for scale in (0.0, -0.1, float("inf"), float("nan")):
+        with pytest.raises(ValueError):
+            QA.logistic_params(scale, 0)
+
+
+def test_int8_activations_run_in_place(lib):
+    """The memory planner may give these ops their input's buffer as output (ep_activations_s8.h):
+    each in-place call must give what the same call with a separate output gives."""
+    rng = np.random.default_rng(13)
+    for case in range(40):
+        shape = _random_shape(rng)
+        x = _random_int8(rng, shape)
+        rows, depth = x.size // shape[-1], shape[-1]
+        softmax = ctypes.byref(SoftmaxParams(*dataclasses.astuple(QA.softmax_params(_log_uniform(rng, 1e-3, 1.0)))))
+        exps = np.zeros(256, np.int32)
+        lib.ep_softmax_s8_exp_table(softmax, ptr(exps, ctypes.c_int32))
+        logistic_tanh = ctypes.byref(LogisticTanhParams(*dataclasses.astuple(QA.tanh_params(_log_uniform(rng, 1e-3, 1.0), 3))))
+        table = np.zeros(256, np.int8)
+        lib.ep_tanh_s8_table(logistic_tanh, ptr(table, I8))
+        calls = {
+            "SOFTMAX": lambda src, dst: lib.ep_softmax_s8(softmax, rows, depth, src, dst),
+            "SOFTMAX tabled": lambda src, dst: lib.ep_softmax_s8_tabled(ptr(exps, ctypes.c_int32), rows, depth, src, dst),
+            "LOGISTIC": lambda src, dst: lib.ep_logistic_s8(logistic_tanh, x.size, src, dst),
+            "TANH": lambda src, dst: lib.ep_tanh_s8(logistic_tanh, x.size, src, dst),
+            "table lookup": lambda src, dst: lib.ep_table_lookup_s8(ptr(table, I8), x.size, src, dst),
+        }
+        for name, call in calls.items():
+            separate = np.zeros_like(x)
+            call(ptr(x, I8), ptr(separate, I8))
+            in_place = x.copy()
+            call(ptr(in_place, I8), ptr(in_place, I8))
+            assert np.array_equal(in_place, separate), f"case {case}: {name} in place, shape {shape}: differs"

@@ -237,8 +237,6 @@ def test_reshape_matches_tflite_micro(lib):
         got = np.zeros(new_shape, np.int8)
         lib.ep_reshape_s8(ptr(x, I8), ptr(got, I8), size)
         _check(got, expected, case, f"RESHAPE {shape} -> {new_shape}")
-    same = _int8(rng, (7,))
-    lib.ep_reshape_s8(ptr(same, I8), ptr(same, I8), 7)  # aliased buffers: nothing to do
 
 
 def test_quantize_float_matches_tflite_micro(lib):
@@ -256,6 +254,11 @@ def test_quantize_float_matches_tflite_micro(lib):
         got = np.zeros(size, np.int8)
         lib.ep_quantize_f32_s8(ptr(x, F32), size, F32(scale), zp, ptr(got, I8))
         _check(got, expected, case, f"QUANTIZE f32 scale={scale} zp={zp}")
+    # Values TFLM leaves undefined (its float -> int conversion overflows): ours saturate, NaN gives the zero point.
+    x = np.array([np.nan, np.inf, -np.inf, 3e38, -3e38], np.float32)
+    got = np.zeros(x.size, np.int8)
+    lib.ep_quantize_f32_s8(ptr(x, F32), x.size, F32(0.1), 5, ptr(got, I8))
+    assert got.tolist() == [5, 127, -128, 127, -128], f"QUANTIZE f32 of NaN/inf/huge: {got.tolist()}"
 
 
 def test_requantize_matches_tflite_micro(lib):
@@ -287,3 +290,91 @@ def test_dequantize_matches_tflite_micro(lib):
         got = np.zeros(size, np.float32)
         lib.ep_dequantize_s8_f32(ptr(x, I8), size, F32(scale), zp, ptr(got, F32))
         _check(got.view(np.uint32), expected.view(np.uint32), case, f"DEQUANTIZE scale={scale} zp={zp}")  # bit for bit
+
+
+def test_elementwise_ops_run_in_place(lib):
+    """The memory planner may give an element-wise op its input's buffer as output (ep_ops_s8.h):
+    each such call must give what the same call with a separate output gives."""
+    rng = np.random.default_rng(21)
+    for case in range(40):
+        shape = tuple(int(v) for v in rng.integers(1, 6, 4))
+        bcast = tuple(d if rng.random() < 0.5 else 1 for d in shape)  # the other input may broadcast
+        s1, z1, s2, z2, so, zo = _scale(rng), _zp(rng), _scale(rng), _zp(rng), _scale(rng), _zp(rng)
+        x, y = _int8(rng, shape), _int8(rng, bcast)
+        d_x, d_y = Dims(*shape), Dims(*bcast)
+        add = AddParams(**Q.add_params(s1, z1, s2, z2, float(np.float32(s1 + s2)), zo))
+        mul = MulParams(**Q.mul_params(s1, z1, s2, z2, float(np.float32(s1 * s2 * 4)), zo))
+        req = Q.requantize_params(s1, z1, so, zo)
+        calls = {
+            "ADD": lambda src, dst: lib.ep_add_s8(ctypes.byref(add), ctypes.byref(d_x), src, ctypes.byref(d_y),
+                                                  ptr(y, I8), ctypes.byref(d_x), dst),
+            "ADD (input 2)": lambda src, dst: lib.ep_add_s8(ctypes.byref(add), ctypes.byref(d_y), ptr(y, I8),
+                                                            ctypes.byref(d_x), src, ctypes.byref(d_x), dst),
+            "MUL": lambda src, dst: lib.ep_mul_s8(ctypes.byref(mul), ctypes.byref(d_x), src, ctypes.byref(d_y),
+                                                  ptr(y, I8), ctypes.byref(d_x), dst),
+            "QUANTIZE int8": lambda src, dst: lib.ep_requantize_s8(src, x.size, req["input_zero_point"], req["multiplier"],
+                                                                    req["shift"], req["output_zero_point"], dst),
+            "RESHAPE": lambda src, dst: lib.ep_reshape_s8(src, dst, x.size),
+        }
+        for name, call in calls.items():
+            separate = np.zeros_like(x)
+            call(ptr(x, I8), ptr(separate, I8))
+            in_place = x.copy()
+            call(ptr(in_place, I8), ptr(in_place, I8))
+            _check(in_place, separate, case, f"{name} in place, {shape} with {bcast}")
+
+
+def test_large_reductions_do_not_overflow(lib):
+    """MEAN and AVERAGE_POOL_2D sum in int32: the largest sums of realistic shapes, all values at one
+    end of the int8 range and the zero point at the other, still match TFLM."""
+    for case, (h, w, value, zp) in enumerate([(96, 96, -128, 127), (96, 96, 127, -128), (64, 200, -128, -128)]):
+        shape, scale = (1, h, w, 2), 0.02
+        x = np.full(shape, value, np.int8)
+        # MEAN over all of H and W (the classifier head's global average).
+        tensors = [TensorSpec(shape, scale=scale, zero_point=zp),
+                   TensorSpec((2,), np.int32, data=np.array([1, 2], np.int32), name="axis"),
+                   TensorSpec((1, 2), scale=scale * 2, zero_point=0)]
+        expected = tflm(_model(tensors, OpSpec("MEAN", [0, 1], [2], reducer_options(False), version=2), [0], [2]), x)
+        params = MeanParams(**Q.mean_params(scale, zp, scale * 2, 0, h * w))
+        got = np.zeros((1, 2), np.int8)
+        lib.ep_mean_s8(ctypes.byref(params), ctypes.byref(Dims(*shape)), ptr(x, I8), ptr(got, I8))
+        _check(got, expected, case, f"MEAN {shape} of {value}, zero point {zp}")
+        # AVERAGE_POOL_2D with one window over the whole input.
+        tensors = [TensorSpec(shape, scale=scale, zero_point=zp), TensorSpec((1, 1, 1, 2), scale=scale, zero_point=zp)]
+        options = pool2d_options((h, w), (1, 1), "VALID", "NONE")
+        expected = tflm(_model(tensors, OpSpec("AVERAGE_POOL_2D", [0], [1], options, version=2), [0], [1]), x)
+        pool = PoolParams(**Q.pool_params((h, w), (h, w), (1, 1), "VALID", "NONE", scale, zp))
+        got = np.zeros((1, 1, 1, 2), np.int8)
+        lib.ep_average_pool2d_s8(ctypes.byref(pool), ctypes.byref(Dims(*shape)), ptr(x, I8),
+                                 ctypes.byref(Dims(1, 1, 1, 2)), ptr(got, I8))
+        _check(got, expected, case, f"AVERAGE_POOL_2D {shape} of {value}")
+
+
+# Quantizations the parameter helpers must refuse with a ValueError naming the problem (rather
+# than a ZeroDivisionError, or parameters whose fixed-point arithmetic overflows int32).
+BAD_PARAMS = [
+    (lambda: Q.add_params(0.0, 0, 0.1, 0, 0.1, 0), "zero input scale"),
+    (lambda: Q.add_params(0.1, 0, 0.1, 0, float("nan"), 0), "NaN output scale"),
+    (lambda: Q.add_params(0.1, 0, 0.1, 0, 1e-9, 0), "ADD rescale above 1"),
+    (lambda: Q.mul_params(0.1, 0, 0.1, 0, 0.0, 0), "zero output scale"),
+    (lambda: Q.mul_params(0.1, 0, 0.1, 0, 1e-9, 0), "MUL rescale 10^7 overflows int32"),
+    (lambda: Q.mean_params(0.1, 0, 0.1, 0, 0), "MEAN over nothing"),
+    (lambda: Q.mean_params(0.1, 0, 0.1, 0, 1 << 23), "MEAN sum beyond int32"),
+    (lambda: Q.mean_params(0.1, 0, 1e-9, 0, 4), "MEAN rescale 10^8 overflows int32"),
+    (lambda: Q.requantize_params(float("inf"), 0, 0.1, 0), "infinite input scale"),
+    (lambda: Q.requantize_params(0.1, 0, -0.1, 0), "negative output scale"),
+    (lambda: Q.requantize_params(1.0, 0, 1e-7, 0), "QUANTIZE rescale 10^7 overflows int32"),
+    (lambda: Q.pool_params((4, 4), (2, 2), (0, 1), "VALID", "NONE", 0.1, 0), "zero stride"),
+    (lambda: Q.pad_paddings([[0, 1], [-1, 0]]), "negative padding"),
+    (lambda: Q.pad_paddings(np.zeros((5, 2), np.int32)), "rank 5"),
+    (lambda: Q.concatenation_sizes([(2, 3), (2, 4)], 0), "shapes differ outside the axis"),
+    (lambda: Q.concatenation_sizes([(2, 3), (2, 4)], 2), "axis out of range"),
+    (lambda: Q.quantize_multiplier(-0.5), "negative multiplier"),
+    (lambda: Q.activation_range("relu", 0.1, 0), "unknown activation name"),
+]
+
+
+@pytest.mark.parametrize("call", [call for call, _ in BAD_PARAMS], ids=[why for _, why in BAD_PARAMS])
+def test_param_helpers_refuse_bad_quantization(call):
+    with pytest.raises(ValueError):
+        call()

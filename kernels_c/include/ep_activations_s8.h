@@ -1,4 +1,10 @@
-/* Int8 SOFTMAX, LOGISTIC and TANH with TensorFlow Lite Micro's exact fixed-point arithmetic. */
+/* Int8 SOFTMAX, LOGISTIC and TANH with TensorFlow Lite Micro's exact fixed-point arithmetic.
+ *
+ * In place (output == input), which the compiler's memory planner relies on: safe for every
+ * int8-output kernel here (SOFTMAX takes a row's maximum and sum of exps before it writes the
+ * row, then reads each value just before overwriting it; the others are element-wise); not for
+ * ep_softmax_s8_s16, whose output is twice as wide.
+ */
 #ifndef EP_ACTIVATIONS_S8_H_
 #define EP_ACTIVATIONS_S8_H_
 

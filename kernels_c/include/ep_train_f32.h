@@ -3,7 +3,8 @@
  * Layouts are those of the int8 ops: activations NHWC, conv weights (O,H,W,I), depthwise
  * weights (1,H,W,C*M) with output channel oc = ic * M + m, fully connected weights (O,I).
  * Geometry (strides, dilation, top/left padding) comes from ep_conv_params_t; the output size
- * implies the bottom/right padding. Portable C99, plain loops.
+ * implies the bottom/right padding. Portable C99, plain loops. Only RELU (forward and backward)
+ * works in place; the layers' outputs and gradients must not overlap any of their inputs.
  *
  * Backward passes and partial training. Only a few output channels ("neurons") of a layer train.
  * The selection is a list `channels` of `n_channels` output channel indices, in any order, no

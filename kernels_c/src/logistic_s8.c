@@ -27,16 +27,7 @@ void ep_logistic_s8_table(const ep_logistic_tanh_s8_params_t *params, int8_t tab
 {
     int32_t i;
     for (i = 0; i < 256; i++) {
-        const int8_t x = (int8_t)(i < 128 ? i : i - 256); /* the int8 value whose uint8 bits are i */
-        ep_logistic_s8(params, 1, &x, &table[i]);
+        table[i] = (int8_t)(i < 128 ? i : i - 256); /* the int8 value whose uint8 bits are i */
     }
-}
-
-/* Shared by every table-driven int8 op (LOGISTIC and TANH here). */
-void ep_table_lookup_s8(const int8_t table[256], int32_t size, const int8_t *input, int8_t *output)
-{
-    int32_t i;
-    for (i = 0; i < size; i++) {
-        output[i] = table[(uint8_t)input[i]];
-    }
+    ep_logistic_s8(params, 256, table, table); /* element-wise, so in place */
 }

@@ -15,7 +15,7 @@ void ep_mean_s8(const ep_mean_params_t *params, const ep_dims_t *input_dims, con
             for (int32_t i = 0; i < hw; ++i) {
                 sum += in[i * depth + c];
             }
-            /* |sum - zp * count| <= 256 * count: fits int32 for any count below 2^23. */
+            /* |sum - zp * count| <= 256 * count: int32 for any count below 2^23 (mean_params checks). */
             const int32_t shifted = sum - params->input_zero_point * hw;
             output[b * depth + c] =
                 ep_requantize(shifted, params->multiplier, params->shift, params->output_zero_point, INT8_MIN, INT8_MAX);

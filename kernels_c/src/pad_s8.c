@@ -14,10 +14,10 @@ void ep_pad_s8(const ep_dims_t *input_dims, const int8_t *input, const int32_t p
 
     int8_t *out = output;
     for (int32_t n = 0; n < out_n; ++n) {
-        const int32_t iy_n = n - paddings[0];
+        const int32_t in_b = n - paddings[0]; /* the input batch this output batch copies, if any */
         for (int32_t y = 0; y < out_h; ++y) {
             const int32_t iy = y - paddings[2];
-            if (iy_n < 0 || iy_n >= in_n || iy < 0 || iy >= in_h) {
+            if (in_b < 0 || in_b >= in_n || iy < 0 || iy >= in_h) {
                 memset(out, pad_value, (size_t)(out_w * out_c)); /* a whole padding row */
                 out += out_w * out_c;
                 continue;
@@ -28,7 +28,7 @@ void ep_pad_s8(const ep_dims_t *input_dims, const int8_t *input, const int32_t p
                     memset(out, pad_value, (size_t)out_c);
                 } else {
                     memset(out, pad_value, (size_t)paddings[6]);
-                    memcpy(out + paddings[6], &input[((iy_n * in_h + iy) * in_w + ix) * in_c], (size_t)in_c);
+                    memcpy(out + paddings[6], &input[((in_b * in_h + iy) * in_w + ix) * in_c], (size_t)in_c);
                     memset(out + paddings[6] + in_c, pad_value, (size_t)paddings[7]);
                 }
                 out += out_c;

@@ -10,7 +10,7 @@ void ep_quantize_f32_s8(const float *input, int32_t size, float scale, int32_t z
         /* TFLM divides in float and rounds half away from zero (TfLiteRound is std::round). */
         float r = roundf(input[i] / scale);
         /* Bound before converting: a float outside int32 is UB in C; saturation gives the same int8. */
-        if (r != r) {
+        if (isnan(r)) {
             r = 0.0f;
         } else if (r > 512.0f) {
             r = 512.0f;

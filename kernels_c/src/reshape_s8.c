@@ -5,7 +5,8 @@
 
 void ep_reshape_s8(const int8_t *input, int8_t *output, int32_t size)
 {
+    /* The compiler normally aliases the two buffers; memmove also allows a partial overlap. */
     if (input != output && size > 0) {
-        memcpy(output, input, (size_t)size); /* the compiler normally aliases the two buffers */
+        memmove(output, input, (size_t)size);
     }
 }

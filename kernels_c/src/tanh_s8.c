@@ -29,7 +29,7 @@ void ep_tanh_s8_table(const ep_logistic_tanh_s8_params_t *params, int8_t table[2
 {
     int32_t i;
     for (i = 0; i < 256; i++) {
-        const int8_t x = (int8_t)(i < 128 ? i : i - 256); /* the int8 value whose uint8 bits are i */
-        ep_tanh_s8(params, 1, &x, &table[i]);
+        table[i] = (int8_t)(i < 128 ? i : i - 256); /* the int8 value whose uint8 bits are i */
     }
+    ep_tanh_s8(params, 256, table, table); /* element-wise, so in place */
 }

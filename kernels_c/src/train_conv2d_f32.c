@@ -1,8 +1,7 @@
 /* CONV_2D, float32, for on-device training: forward, backward for selected output channels, and
  * the layer's budget costs. Conventions in ep_train_f32.h. */
-#include <stddef.h>
-
 #include "ep_kernels.h"
+#include "ep_train_common.h"
 
 void ep_conv2d_f32(const ep_conv_params_t *params, const ep_dims_t *input_dims, const float *input,
                    const ep_dims_t *filter_dims, const float *filter, const float *bias, const ep_dims_t *output_dims,
@@ -95,49 +94,44 @@ void ep_conv2d_f32_backward(const ep_conv_params_t *params, const ep_dims_t *inp
         }
     }
 
-    if (!grad_filter && !grad_bias) {
-        return;
-    }
     if (!channels) {
         n_channels = out_c;
     }
     for (int32_t j = 0; j < n_channels; ++j) {
         const int32_t oc = channels ? channels[j] : j;
-        float *dw = grad_filter ? &grad_filter[j * filter_size] : NULL;
-        if (dw && !accumulate) {
-            for (int32_t i = 0; i < filter_size; ++i) {
-                dw[i] = 0.0f;
+        if (grad_filter) {
+            float *dw = &grad_filter[j * filter_size];
+            if (!accumulate) {
+                for (int32_t i = 0; i < filter_size; ++i) {
+                    dw[i] = 0.0f;
+                }
             }
-        }
-        /* Kahan-compensated: dL/dy is near zero-mean, so the plain float sum of a channel's many
-         * positions loses most of its digits to cancellation. Costs 4 flops per position. */
-        float db = (grad_bias && accumulate) ? grad_bias[j] : 0.0f, db_err = 0.0f;
-        for (int32_t b = 0; b < batches; ++b) {
-            for (int32_t oy = 0; oy < out_h; ++oy) {
-                const int32_t in_y0 = oy * params->stride_h - params->pad_h;
-                for (int32_t ox = 0; ox < out_w; ++ox) {
-                    const int32_t in_x0 = ox * params->stride_w - params->pad_w;
-                    const float g = grad_output[((b * out_h + oy) * out_w + ox) * out_c + oc];
-                    const float term = g - db_err, sum = db + term;
-                    db_err = (sum - db) - term;
-                    db = sum;
-                    if (!dw || g == 0.0f) {
-                        continue;
-                    }
-                    for (int32_t ky = 0; ky < k_h; ++ky) {
-                        const int32_t iy = in_y0 + params->dilation_h * ky;
-                        if (iy < 0 || iy >= in_h) {
-                            continue;
+            /* Position by position, each output gradient read once and spread over its taps (the
+             * depthwise kernel goes tap by tap instead: one channel per tap there, in_c here). */
+            for (int32_t b = 0; b < batches; ++b) {
+                for (int32_t oy = 0; oy < out_h; ++oy) {
+                    const int32_t in_y0 = oy * params->stride_h - params->pad_h;
+                    for (int32_t ox = 0; ox < out_w; ++ox) {
+                        const int32_t in_x0 = ox * params->stride_w - params->pad_w;
+                        const float g = grad_output[((b * out_h + oy) * out_w + ox) * out_c + oc];
+                        if (g == 0.0f) {
+                            continue; /* common after a ReLU */
                         }
-                        for (int32_t kx = 0; kx < k_w; ++kx) {
-                            const int32_t ix = in_x0 + params->dilation_w * kx;
-                            if (ix < 0 || ix >= in_w) {
+                        for (int32_t ky = 0; ky < k_h; ++ky) {
+                            const int32_t iy = in_y0 + params->dilation_h * ky;
+                            if (iy < 0 || iy >= in_h) {
                                 continue;
                             }
-                            const float *in = &input[((b * in_h + iy) * in_w + ix) * in_c];
-                            float *d = &dw[(ky * k_w + kx) * in_c];
-                            for (int32_t ic = 0; ic < in_c; ++ic) {
-                                d[ic] += g * in[ic];
+                            for (int32_t kx = 0; kx < k_w; ++kx) {
+                                const int32_t ix = in_x0 + params->dilation_w * kx;
+                                if (ix < 0 || ix >= in_w) {
+                                    continue;
+                                }
+                                const float *in = &input[((b * in_h + iy) * in_w + ix) * in_c];
+                                float *d = &dw[(ky * k_w + kx) * in_c];
+                                for (int32_t ic = 0; ic < in_c; ++ic) {
+                                    d[ic] += g * in[ic];
+                                }
                             }
                         }
                     }
@@ -145,7 +139,8 @@ void ep_conv2d_f32_backward(const ep_conv_params_t *params, const ep_dims_t *inp
             }
         }
         if (grad_bias) {
-            grad_bias[j] = db;
+            grad_bias[j] = ep_train_channel_sum(grad_output, batches * out_h * out_w, out_c, oc,
+                                                accumulate ? grad_bias[j] : 0.0f);
         }
     }
 }

@@ -1,9 +1,8 @@
 /* DEPTHWISE_CONV_2D, float32, for on-device training: forward, backward for selected output
  * channels, and the layer's budget costs. Output channel oc = ic * depth_multiplier + m reads
  * input channel ic only. Conventions in ep_train_f32.h. */
-#include <stddef.h>
-
 #include "ep_kernels.h"
+#include "ep_train_common.h"
 
 /* Output positions o in [lo, hi) whose input coordinate o * stride + offset lies in [0, in_size). */
 static void valid_range(int32_t offset, int32_t stride, int32_t in_size, int32_t out_size, int32_t *lo, int32_t *hi)
@@ -155,16 +154,8 @@ void ep_depthwise_conv2d_f32_backward(const ep_conv_params_t *params, int32_t de
             }
         }
         if (grad_bias) {
-            /* Kahan-compensated: dL/dy is near zero-mean, so the plain float sum of a channel's many
-             * positions loses most of its digits to cancellation. Costs 4 flops per position. */
-            float db = accumulate ? grad_bias[j] : 0.0f, db_err = 0.0f;
-            const int32_t positions = batches * out_h * out_w;
-            for (int32_t i = 0; i < positions; ++i) {
-                const float term = grad_output[i * out_c + oc] - db_err, sum = db + term;
-                db_err = (sum - db) - term;
-                db = sum;
-            }
-            grad_bias[j] = db;
+            grad_bias[j] = ep_train_channel_sum(grad_output, batches * out_h * out_w, out_c, oc,
+                                                accumulate ? grad_bias[j] : 0.0f);
         }
     }
 }

@@ -1,7 +1,5 @@
 /* FULLY_CONNECTED, float32, for on-device training: forward, backward for selected output
  * channels, and the layer's budget costs. Conventions in ep_train_f32.h. */
-#include <stddef.h>
-
 #include "ep_kernels.h"
 
 void ep_fully_connected_f32(int32_t batches, int32_t in_features, int32_t out_features, const float *input,

@@ -20,6 +20,8 @@ def _round_half_away(x: float) -> int:
 
 def quantize_multiplier(real_multiplier: float) -> tuple[int, int]:
     """TFLite's QuantizeMultiplier: real = multiplier * 2^shift / 2^31, multiplier in [2^30, 2^31)."""
+    if not (math.isfinite(real_multiplier) and real_multiplier >= 0.0):
+        raise ValueError(f"multiplier must be finite and >= 0, got {real_multiplier}")
     if real_multiplier == 0.0:
         return 0, 0
     q, shift = math.frexp(real_multiplier)
@@ -45,6 +47,7 @@ def per_channel_multipliers(input_scale: float, filter_scales, output_scale: flo
 
 def activation_range(activation: str, output_scale: float, output_zero_point: int) -> tuple[int, int]:
     """TFLite's CalculateActivationRangeQuantized for int8 (float32 division, round half away)."""
+    _f64(output_scale, "output scale")
 
     def quantize(value: float) -> int:
         return output_zero_point + _round_half_away(float(np.float32(value) / np.float32(output_scale)))
@@ -55,6 +58,8 @@ def activation_range(activation: str, output_scale: float, output_zero_point: in
         return max(INT8_MIN, quantize(0.0)), min(INT8_MAX, quantize(6.0))
     if activation == "RELU_N1_TO_1":
         return max(INT8_MIN, quantize(-1.0)), min(INT8_MAX, quantize(1.0))
+    if activation != "NONE":  # a misspelt name would otherwise silently mean no clamping
+        raise ValueError(f"unknown fused activation {activation!r} (NONE, RELU, RELU6, RELU_N1_TO_1)")
     return INT8_MIN, INT8_MAX
 
 
@@ -78,9 +83,22 @@ def conv_padding(in_size: int, kernel: int, stride: int, dilation: int, out_size
 # TFLM, in double from the float32 scales. The dicts' keys are the C structs' field names.
 
 
-def _f64(scale: float) -> float:
-    """A tensor scale as TFLM sees it: a float32 widened to double."""
-    return float(np.float32(scale))
+def _f64(scale: float, what: str = "scale") -> float:
+    """A tensor scale as TFLM sees it: a float32 widened to double. It must be finite and > 0 as a float32."""
+    value = float(np.float32(scale))
+    if not (math.isfinite(value) and value > 0.0):
+        raise ValueError(f"{what} must be a finite float32 > 0, got {scale}")
+    return value
+
+
+def _check_left_shift(shift: int, max_abs_input: int, op: str) -> None:
+    """Refuse a rescale whose left shift could overflow int32 on the op's largest input.
+
+    TFLM shifts the int32 input left by a positive shift before the multiply; beyond 2^31 that is
+    undefined in TFLM and wraps in our kernels, so no such model is worth compiling."""
+    if shift > 0 and max_abs_input << shift >= 1 << 31:
+        raise ValueError(f"{op}: input/output scale ratio too large (the rescale shifts left by {shift}; "
+                         f"at most {31 - max_abs_input.bit_length()} keeps int32 from overflowing)")
 
 
 def dims4(shape) -> tuple[int, int, int, int]:
@@ -94,6 +112,8 @@ def dims4(shape) -> tuple[int, int, int, int]:
 def pool_params(input_hw: tuple[int, int], filter_hw: tuple[int, int], stride_hw: tuple[int, int], padding: str,
                 activation: str, output_scale: float, output_zero_point: int) -> dict[str, int]:
     """ep_pool_params_t for AVERAGE_POOL_2D / MAX_POOL_2D (TFLM pads like a dilation-1 conv)."""
+    if min(*filter_hw, *stride_hw) < 1:
+        raise ValueError(f"pool filter {filter_hw} and stride {stride_hw} must be >= 1")
     pads = []
     for size, k, s in zip(input_hw, filter_hw, stride_hw):
         out = conv_output_size(size, k, s, 1, padding)
@@ -107,10 +127,11 @@ def add_params(input1_scale: float, input1_zero_point: int, input2_scale: float,
                output_scale: float, output_zero_point: int, activation: str = "NONE") -> dict[str, int]:
     """ep_add_params_t: TFLM's int8 ADD rescales both inputs to twice the larger scale over 2^20."""
     left_shift = 20
-    twice_max = 2 * max(_f64(input1_scale), _f64(input2_scale))
-    m1, s1 = quantize_multiplier(_f64(input1_scale) / twice_max)
-    m2, s2 = quantize_multiplier(_f64(input2_scale) / twice_max)
-    mo, so = quantize_multiplier(twice_max / ((1 << left_shift) * _f64(output_scale)))
+    scale1, scale2 = _f64(input1_scale, "input1 scale"), _f64(input2_scale, "input2 scale")
+    twice_max = 2 * max(scale1, scale2)
+    m1, s1 = quantize_multiplier(scale1 / twice_max)
+    m2, s2 = quantize_multiplier(scale2 / twice_max)
+    mo, so = quantize_multiplier(twice_max / ((1 << left_shift) * _f64(output_scale, "output scale")))
     if so > 0:
         raise ValueError("ADD output scale too small: TFLM requires a rescale below 1")
     lo, hi = activation_range(activation, output_scale, output_zero_point)
@@ -123,7 +144,9 @@ def add_params(input1_scale: float, input1_zero_point: int, input2_scale: float,
 def mul_params(input1_scale: float, input1_zero_point: int, input2_scale: float, input2_zero_point: int,
                output_scale: float, output_zero_point: int, activation: str = "NONE") -> dict[str, int]:
     """ep_mul_params_t: one rescale by input1 * input2 / output."""
-    m, s = quantize_multiplier(_f64(input1_scale) * _f64(input2_scale) / _f64(output_scale))
+    m, s = quantize_multiplier(_f64(input1_scale, "input1 scale") * _f64(input2_scale, "input2 scale")
+                               / _f64(output_scale, "output scale"))
+    _check_left_shift(s, 255 * 255, "MUL")  # the product of two offset int8 values
     lo, hi = activation_range(activation, output_scale, output_zero_point)
     return dict(input1_offset=-int(input1_zero_point), input2_offset=-int(input2_zero_point),
                 output_multiplier=m, output_shift=s, output_offset=int(output_zero_point),
@@ -138,16 +161,22 @@ def mean_params(input_scale: float, input_zero_point: int, output_scale: float, 
     shift = floor(log2(count)) (at most 32, and no lower than the multiplier allows), divide by
     count with integer truncation, and take shift off the exponent.
     """
-    m, s = quantize_multiplier(_f64(input_scale) / _f64(output_scale))
-    shift = min(int(count).bit_length() - 1, 32, 31 + s)
+    count = int(count)
+    if not 1 <= count < 1 << 23:  # the kernel's int32 sum holds up to 256 * count
+        raise ValueError(f"MEAN over {count} elements: the int8 kernel needs 1 to 2^23 - 1")
+    m, s = quantize_multiplier(_f64(input_scale, "input scale") / _f64(output_scale, "output scale"))
+    shift = min(count.bit_length() - 1, 32, 31 + s)
+    multiplier = (m << shift) // count
+    _check_left_shift(s - shift, 255 * count, "MEAN")
     return dict(input_zero_point=int(input_zero_point), output_zero_point=int(output_zero_point),
-                multiplier=(m << shift) // int(count), shift=s - shift)
+                multiplier=multiplier, shift=s - shift)
 
 
 def requantize_params(input_scale: float, input_zero_point: int, output_scale: float,
                       output_zero_point: int) -> dict[str, int]:
     """ep_requantize_s8's arguments for an int8 -> int8 QUANTIZE."""
-    m, s = quantize_multiplier(_f64(input_scale) / _f64(output_scale))
+    m, s = quantize_multiplier(_f64(input_scale, "input scale") / _f64(output_scale, "output scale"))
+    _check_left_shift(s, 255, "QUANTIZE")  # an int8 value minus its zero point
     return dict(input_zero_point=int(input_zero_point), multiplier=m, shift=s,
                 output_zero_point=int(output_zero_point))
 
@@ -155,12 +184,21 @@ def requantize_params(input_scale: float, input_zero_point: int, output_scale: f
 def pad_paddings(paddings) -> list[int]:
     """TFLite's [rank, 2] paddings, rank <= 4, as ep_pad_s8's 8 values (leading dims unpadded)."""
     rows = [[int(a), int(b)] for a, b in np.asarray(paddings).reshape(-1, 2)]
+    if len(rows) > 4:
+        raise ValueError(f"PAD of rank {len(rows)} > 4")
+    if any(v < 0 for row in rows for v in row):
+        raise ValueError(f"negative paddings {rows}")
     return [v for row in [[0, 0]] * (4 - len(rows)) + rows for v in row]
 
 
 def concatenation_sizes(shapes, axis: int) -> tuple[int, list[int]]:
     """ep_concatenation_s8's outer_size and per-input copy_sizes for inputs of the given shapes."""
     rank = len(shapes[0])
+    if not -rank <= axis < rank:
+        raise ValueError(f"axis {axis} out of range for rank {rank}")
     axis = axis + rank if axis < 0 else axis
+    for s in shapes:
+        if len(s) != rank or any(int(a) != int(b) for i, (a, b) in enumerate(zip(s, shapes[0])) if i != axis):
+            raise ValueError(f"CONCATENATION inputs {list(shapes)} differ outside axis {axis}")
     outer = int(np.prod(shapes[0][:axis], dtype=np.int64))
     return outer, [int(np.prod(s[axis:], dtype=np.int64)) for s in shapes]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeprune.compile.quant import _round_half_away, quantize_multiplier
+from edgeprune.compile.quant import _f64, _round_half_away, quantize_multiplier
 
 # Integer bits of the fixed-point input to exp() (softmax) and to logistic()/tanh().
 SOFTMAX_SCALED_DIFF_INTEGER_BITS = 5
@@ -47,11 +47,6 @@ class LogisticTanhParams:
     input_left_shift: int
 
 
-def _f32(x: float) -> float:
-    """The value as TFLite stores it (float32), widened to double as Prepare does."""
-    return float(np.float32(x))
-
-
 def calculate_input_radius(input_integer_bits: int, input_left_shift: int, total_signed_bits: int = 31) -> int:
     """TFLite's CalculateInputRadius: the largest |input| whose rescaled value still fits."""
     max_input_rescaled = (
@@ -74,7 +69,7 @@ def softmax_params(input_scale: float, beta: float = 1.0, output_scale: float = 
         raise ValueError(f"{np.dtype(output_dtype).name} SOFTMAX output quantization not accepted by TFLM: "
                          f"scale {output_scale}, zero point {output_zero_point}")
     bits = SOFTMAX_SCALED_DIFF_INTEGER_BITS
-    real = min(_f32(beta) * _f32(input_scale) * (1 << (31 - bits)), (1 << 31) - 1.0)
+    real = min(_f64(beta, "beta") * _f64(input_scale, "input scale") * (1 << (31 - bits)), (1 << 31) - 1.0)
     if not real > 1.0:  # QuantizeMultiplierGreaterThanOne's check
         raise ValueError(f"beta * input scale too small for int8 SOFTMAX: {beta} * {input_scale}")
     multiplier, shift = quantize_multiplier(real)
@@ -85,7 +80,7 @@ def softmax_params(input_scale: float, beta: float = 1.0, output_scale: float = 
 
 def _logistic_tanh_params(input_scale: float, input_zero_point: int) -> LogisticTanhParams:
     bits = LOGISTIC_TANH_INPUT_INTEGER_BITS
-    real = _f32(input_scale) * float(1 << (31 - bits))
+    real = _f64(input_scale, "input scale") * float(1 << (31 - bits))
     # frexp and a plain round, no renormalization: a float32 scale times 2^27 has at most 24
     # significant bits, so q * 2^31 is an exact integer below 2^31.
     q, shift = math.frexp(real)
