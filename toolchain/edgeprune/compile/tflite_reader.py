@@ -47,6 +47,8 @@ class Operator:
     version: int
     inputs: list[int]  # tensor indices, -1 for an omitted optional input
     outputs: list[int]
+    # Builtin options as {field: value} with the schema's field names ("StrideH", "NewShape"); {} when absent.
+    options: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -142,12 +144,49 @@ def _parse(buf: bytes) -> TFLiteModel:
         for v in ins + outs:
             if v >= len(tensors) or v < -1:
                 raise UsageError(f"operator {i} ({name}) refers to tensor {v}, but the model has {len(tensors)}")
-        ops.append(Operator(i, name, version, ins, outs))
+        ops.append(Operator(i, name, version, ins, outs, _builtin_options(o)))
         counts[name] = counts.get(name, 0) + 1
     inputs = [int(v) for v in graph.InputsAsNumpy()]
     outputs = [int(v) for v in graph.OutputsAsNumpy()]
     desc = (model.Description() or b"").decode(errors="replace")
     return TFLiteModel(tensors, ops, inputs, outputs, len(buf), desc, counts)
+
+
+_OPTION_CLASSES: dict[int, str] | None = None
+_OPTION_FIELDS: dict[str, list[tuple[str, bool]]] = {}
+
+
+def _builtin_options(o) -> dict:
+    """Every scalar and vector field of an operator's builtin options table, read generically."""
+    global _OPTION_CLASSES
+    import inspect
+
+    import tflite
+
+    if _OPTION_CLASSES is None:
+        _OPTION_CLASSES = {v: k for k, v in vars(tflite.BuiltinOptions).items() if not k.startswith("_") and isinstance(v, int)}
+    kind = _OPTION_CLASSES.get(o.BuiltinOptionsType())
+    table = o.BuiltinOptions()
+    if kind is None or table is None or not hasattr(tflite, kind):
+        return {}
+    cls = getattr(tflite, kind)
+    if kind not in _OPTION_FIELDS:  # (name, is_vector) of the accessors taking no argument
+        names = [m for m in vars(cls) if m[0].isupper() and not m.startswith("GetRootAs") and m != "Init"
+                 and not m.endswith(("Length", "IsNone", "BufferHasIdentifier"))]
+        _OPTION_FIELDS[kind] = [
+            (m[: -len("AsNumpy")], True) if m.endswith("AsNumpy") else (m, False)
+            for m in names
+            if m.endswith("AsNumpy") or (f"{m}AsNumpy" not in names and len(inspect.signature(getattr(cls, m)).parameters) == 1)
+        ]
+    opts = cls()
+    opts.Init(table.Bytes, table.Pos)
+    values = {}
+    for name, is_vector in _OPTION_FIELDS[kind]:
+        if is_vector:
+            values[name] = None if getattr(opts, f"{name}IsNone")() else [v.item() for v in getattr(opts, f"{name}AsNumpy")()]
+        else:
+            values[name] = getattr(opts, name)()
+    return values
 
 
 def _buffer_bytes(buffer, whole: bytes) -> bytes | None:
