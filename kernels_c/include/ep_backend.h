@@ -1,4 +1,5 @@
 /* Build-time backend selection. The compiler flags for the target pick the backend:
+ *   -mcpu=cortex-m55 (Helium, integer MVE)      -> EP_BACKEND_MVE (checked first: the M55 also has DSP)
  *   -mcpu=cortex-m4/m7/m33 (DSP extension)      -> EP_BACKEND_DSP
  *   -march=armv8.2-a+dotprod (arm64 with SDOT)  -> EP_BACKEND_NEON_DOT
  *   any other arm64 / NEON target                -> EP_BACKEND_NEON
@@ -9,6 +10,9 @@
 
 #if defined(EP_BACKEND_PORTABLE)
 #define EP_BACKEND_NAME "portable"
+#elif defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)
+#define EP_BACKEND_MVE 1
+#define EP_BACKEND_NAME "mve"
 #elif defined(__ARM_FEATURE_DSP) && !defined(__aarch64__)
 #define EP_BACKEND_DSP 1
 #define EP_BACKEND_NAME "dsp"

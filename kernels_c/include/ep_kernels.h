@@ -32,6 +32,7 @@ void ep_conv2d_s8_portable(EP_CONV2D_S8_ARGS);
 void ep_conv2d_s8_dsp(EP_CONV2D_S8_ARGS);
 void ep_conv2d_s8_neon_dot(EP_CONV2D_S8_ARGS);
 void ep_conv2d_s8_neon(EP_CONV2D_S8_ARGS);
+void ep_conv2d_s8_mve(EP_CONV2D_S8_ARGS);
 int32_t ep_conv2d_s8_scratch_size(const ep_dims_t *input_dims, const ep_dims_t *filter_dims,
                                   const ep_dims_t *output_dims);
 int32_t ep_conv2d_s8_scratch_size_dsp(const ep_dims_t *input_dims, const ep_dims_t *filter_dims,
@@ -40,6 +41,8 @@ int32_t ep_conv2d_s8_scratch_size_neon_dot(const ep_dims_t *input_dims, const ep
                                            const ep_dims_t *output_dims);
 int32_t ep_conv2d_s8_scratch_size_neon(const ep_dims_t *input_dims, const ep_dims_t *filter_dims,
                                        const ep_dims_t *output_dims);
+int32_t ep_conv2d_s8_scratch_size_mve(const ep_dims_t *input_dims, const ep_dims_t *filter_dims,
+                                      const ep_dims_t *output_dims);
 
 /* DEPTHWISE_CONV_2D. filter dims: n = 1, h, w, c = input channels * depth_multiplier. */
 #define EP_DEPTHWISE_CONV2D_S8_ARGS                                                                         \
@@ -51,6 +54,7 @@ void ep_depthwise_conv2d_s8_portable(EP_DEPTHWISE_CONV2D_S8_ARGS);
 void ep_depthwise_conv2d_s8_dsp(EP_DEPTHWISE_CONV2D_S8_ARGS);
 void ep_depthwise_conv2d_s8_neon_dot(EP_DEPTHWISE_CONV2D_S8_ARGS);
 void ep_depthwise_conv2d_s8_neon(EP_DEPTHWISE_CONV2D_S8_ARGS);
+void ep_depthwise_conv2d_s8_mve(EP_DEPTHWISE_CONV2D_S8_ARGS);
 int32_t ep_depthwise_conv2d_s8_scratch_size(const ep_dims_t *input_dims, const ep_dims_t *filter_dims,
                                             const ep_dims_t *output_dims);
 int32_t ep_depthwise_conv2d_s8_scratch_size_dsp(const ep_dims_t *input_dims, const ep_dims_t *filter_dims,
@@ -59,6 +63,8 @@ int32_t ep_depthwise_conv2d_s8_scratch_size_neon_dot(const ep_dims_t *input_dims
                                                      const ep_dims_t *output_dims);
 int32_t ep_depthwise_conv2d_s8_scratch_size_neon(const ep_dims_t *input_dims, const ep_dims_t *filter_dims,
                                                  const ep_dims_t *output_dims);
+int32_t ep_depthwise_conv2d_s8_scratch_size_mve(const ep_dims_t *input_dims, const ep_dims_t *filter_dims,
+                                                const ep_dims_t *output_dims);
 
 /* FULLY_CONNECTED: output[b][o] from input[b][0..in_features). */
 #define EP_FULLY_CONNECTED_S8_ARGS                                                                          \
@@ -69,10 +75,12 @@ void ep_fully_connected_s8_portable(EP_FULLY_CONNECTED_S8_ARGS);
 void ep_fully_connected_s8_dsp(EP_FULLY_CONNECTED_S8_ARGS);
 void ep_fully_connected_s8_neon_dot(EP_FULLY_CONNECTED_S8_ARGS);
 void ep_fully_connected_s8_neon(EP_FULLY_CONNECTED_S8_ARGS);
+void ep_fully_connected_s8_mve(EP_FULLY_CONNECTED_S8_ARGS);
 int32_t ep_fully_connected_s8_scratch_size(int32_t batches, int32_t in_features, int32_t out_features);
 int32_t ep_fully_connected_s8_scratch_size_dsp(int32_t batches, int32_t in_features, int32_t out_features);
 int32_t ep_fully_connected_s8_scratch_size_neon_dot(int32_t batches, int32_t in_features, int32_t out_features);
 int32_t ep_fully_connected_s8_scratch_size_neon(int32_t batches, int32_t in_features, int32_t out_features);
+int32_t ep_fully_connected_s8_scratch_size_mve(int32_t batches, int32_t in_features, int32_t out_features);
 
 /* Name of the backend this build dispatches to: "portable", "dsp", "neon_dot", "neon" or "mve". */
 const char *ep_backend_name(void);

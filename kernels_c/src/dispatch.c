@@ -2,7 +2,9 @@
 #include "ep_backend.h"
 #include "ep_kernels.h"
 
-#if defined(EP_BACKEND_DSP)
+#if defined(EP_BACKEND_MVE)
+#define EP_VARIANT(fn) fn##_mve
+#elif defined(EP_BACKEND_DSP)
 #define EP_VARIANT(fn) fn##_dsp
 #elif defined(EP_BACKEND_NEON_DOT)
 #define EP_VARIANT(fn) fn##_neon_dot
