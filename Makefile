@@ -44,5 +44,11 @@ demo: setup
 test: setup $(QEMU_PLUGIN)
 	$(PY) -m pytest -q
 
+# Exact instruction counts of the kernels on five reference layers under QEMU (bench/README.md);
+# pass options with BENCH_ARGS, e.g. make bench-kernels BENCH_ARGS="--quick --layers a,d".
+.PHONY: bench-kernels
+bench-kernels: setup $(QEMU_PLUGIN)
+	$(PY) bench/kernels/run.py $(BENCH_ARGS)
+
 clean:
 	rm -rf build .pytest_cache
