@@ -93,3 +93,23 @@ def conv_tensors(rng, in_shape, w_shape, out_shape, in_scale, in_zp, f_scales, o
         TensorSpec(out_shape, scale=out_scale, zero_point=out_zp, name="output"),
     ]
     return tensors, w, bias
+
+
+def random_conv_case(rng, depthwise: bool):
+    """A random CONV_2D or DEPTHWISE_CONV_2D geometry (small shapes, all strides, dilations, paddings)."""
+    while True:
+        in_h, in_w = (int(v) for v in rng.integers(1, 13, 2))
+        k_h, k_w = (int(v) for v in rng.choice([1, 2, 3, 5], 2))
+        s_h, s_w = (int(v) for v in rng.integers(1, 4, 2))
+        d_h, d_w = (int(v) for v in rng.choice([1, 1, 2], 2))
+        padding = str(rng.choice(["SAME", "VALID"]))
+        out_h = Q.conv_output_size(in_h, k_h, s_h, d_h, padding)
+        out_w = Q.conv_output_size(in_w, k_w, s_w, d_w, padding)
+        if out_h > 0 and out_w > 0:
+            break
+    in_c = int(rng.integers(1, 9))
+    mult = int(rng.choice([1, 1, 2, 3])) if depthwise else 1
+    out_c = in_c * mult if depthwise else int(rng.integers(1, 9))
+    activation = str(rng.choice(["NONE", "RELU", "RELU6"]))
+    return dict(in_h=in_h, in_w=in_w, in_c=in_c, out_c=out_c, k_h=k_h, k_w=k_w, s_h=s_h, s_w=s_w, d_h=d_h, d_w=d_w,
+                padding=padding, out_h=out_h, out_w=out_w, activation=activation, mult=mult)

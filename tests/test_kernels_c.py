@@ -16,35 +16,16 @@ from edgeprune.compile import quant as Q
 from edgeprune.compile.tflite_writer import (
     ModelSpec, OpSpec, conv2d_options, depthwise_options, fully_connected_options, write_tflite,
 )
-from kernels_support import ConvParams, Dims, conv_tensors, ptr, quant_struct, random_quant, tflm
+from kernels_support import ConvParams, Dims, conv_tensors, ptr, quant_struct, random_conv_case, random_quant, tflm
 
 CASES = 150
-
-
-def _conv_case(rng, depthwise: bool):
-    while True:
-        in_h, in_w = (int(v) for v in rng.integers(1, 13, 2))
-        k_h, k_w = (int(v) for v in rng.choice([1, 2, 3, 5], 2))
-        s_h, s_w = (int(v) for v in rng.integers(1, 4, 2))
-        d_h, d_w = (int(v) for v in rng.choice([1, 1, 2], 2))
-        padding = str(rng.choice(["SAME", "VALID"]))
-        out_h = Q.conv_output_size(in_h, k_h, s_h, d_h, padding)
-        out_w = Q.conv_output_size(in_w, k_w, s_w, d_w, padding)
-        if out_h > 0 and out_w > 0:
-            break
-    in_c = int(rng.integers(1, 9))
-    mult = int(rng.choice([1, 1, 2, 3])) if depthwise else 1
-    out_c = in_c * mult if depthwise else int(rng.integers(1, 9))
-    activation = str(rng.choice(["NONE", "RELU", "RELU6"]))
-    return dict(in_h=in_h, in_w=in_w, in_c=in_c, out_c=out_c, k_h=k_h, k_w=k_w, s_h=s_h, s_w=s_w, d_h=d_h, d_w=d_w,
-                padding=padding, out_h=out_h, out_w=out_w, activation=activation, mult=mult)
 
 
 @pytest.mark.parametrize("depthwise", [False, True], ids=["conv2d", "depthwise"])
 def test_conv_ops_match_tflite_micro(lib, depthwise):
     rng = np.random.default_rng(1 if depthwise else 0)
     for case in range(CASES):
-        c = _conv_case(rng, depthwise)
+        c = random_conv_case(rng, depthwise)
         fan_in = c["k_h"] * c["k_w"] * (1 if depthwise else c["in_c"])
         in_scale, in_zp, f_scales, out_scale, out_zp = random_quant(rng, c["out_c"], fan_in)
         w_shape = (1, c["k_h"], c["k_w"], c["out_c"]) if depthwise else (c["out_c"], c["k_h"], c["k_w"], c["in_c"])
