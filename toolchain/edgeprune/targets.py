@@ -19,7 +19,7 @@ class Target:
     name: str
     description: str
     cpu: str
-    backend: str  # kernels_c backend: portable, arm_dsp, mve, neon
+    backend: str  # kernels_c backend, as ep_backend_name() says: portable, dsp, mve, neon_dot, neon
     cflags: tuple[str, ...]
     sram_bytes: int | None  # None: not a constraint (phones, host)
     flash_bytes: int | None
@@ -38,7 +38,7 @@ TARGETS: dict[str, Target] = {
             name="cortex-m7",
             description="STM32F746-class MCU (216 MHz Cortex-M7, FPU, DSP)",
             cpu="cortex-m7",
-            backend="arm_dsp",
+            backend="dsp",
             cflags=("-mcpu=cortex-m7", "-mthumb", "-mfpu=fpv5-d16", "-mfloat-abi=hard"),
             sram_bytes=320 * KiB,
             flash_bytes=1 * MiB,
@@ -48,7 +48,7 @@ TARGETS: dict[str, Target] = {
             name="cortex-m4",
             description="STM32F446-class MCU (180 MHz Cortex-M4F, DSP)",
             cpu="cortex-m4",
-            backend="arm_dsp",
+            backend="dsp",
             cflags=("-mcpu=cortex-m4", "-mthumb", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard"),
             sram_bytes=128 * KiB,
             flash_bytes=512 * KiB,
@@ -68,7 +68,7 @@ TARGETS: dict[str, Target] = {
             name="arm64",
             description="Arm phone (Armv8.2-A with dot product; NEON fallback without it)",
             cpu="armv8.2-a+dotprod",
-            backend="neon",
+            backend="neon_dot",
             cflags=("-march=armv8.2-a+dotprod",),
             sram_bytes=None,
             flash_bytes=None,
