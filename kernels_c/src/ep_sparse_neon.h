@@ -1,0 +1,639 @@
+/* arm64 NEON pieces of the sparse int8 kernels (block4, dead and nm24 matrix formats).
+ *
+ * CONV_2D works on tiles of 16 output pixels. Their im2col columns are transposed into a panel of
+ * 4 groups of 4 pixels: group g, block kb (4 consecutive columns) holds the 4 bytes of the 4 pixels
+ * (16 bytes, ST4 writes it straight from 4 column loads). One int8x4 weight block then feeds 4 dot
+ * products (one per group) giving 16 pixel accumulators of one output channel, so the sparse index
+ * is decoded once per 16 pixels. Requantization runs on those 16 lanes with the channel's
+ * multiplier; the int8 results go to a [channel][16] stage that a 16x16 byte transpose writes to
+ * the NHWC output. Dead channels keep their constant in the stage for the whole call.
+ *
+ * Each source including this header picks the dot product first: EP_SPARSE_NEON_SDOT 1 uses SDOT
+ * (Armv8.2 dot product), 0 the same per-lane sums with widening multiplies (plain Armv8.0 NEON).
+ * Only included by aarch64 sources, inside their backend guards.
+ */
+#ifndef EP_SPARSE_NEON_H_
+#define EP_SPARSE_NEON_H_
+
+#include <arm_neon.h>
+
+#include "ep_neon_helpers.h"
+#include "ep_sparse_rows.h"
+
+#define EP_SN_TILE 16 /* output pixels per tile */
+
+/* acc[i] += sum of a[4i..4i+3] * b[4i..4i+3]: exactly SDOT's lanes. */
+static inline int32x4_t ep_sn_dot(int32x4_t acc, int8x16_t a, int8x16_t b)
+{
+#if EP_SPARSE_NEON_SDOT
+    return vdotq_s32(acc, a, b);
+#else
+    const int16x8_t lo = vmull_s8(vget_low_s8(a), vget_low_s8(b)); /* int8 products fit int16 */
+    const int16x8_t hi = vmull_high_s8(a, b);
+    return vaddq_s32(acc, vpaddq_s32(vpaddlq_s16(lo), vpaddlq_s16(hi)));
+#endif
+}
+
+/* An int8x4 block broadcast to all 4 lanes. */
+static inline int8x16_t ep_sn_block(const int8_t *v)
+{
+    int32_t w;
+    memcpy(&w, v, 4);
+    return vreinterpretq_s8_s32(vdupq_n_s32(w));
+}
+
+/* Block `lane` (0..3) of 4 blocks loaded together, broadcast. */
+#define EP_SN_BCAST(w4, lane) vreinterpretq_s8_s32(vdupq_laneq_s32(vreinterpretq_s32_s8(w4), lane))
+
+#if EP_SPARSE_NEON_SDOT
+#define EP_SN_DOT_LANE(acc, x, w4, lane) vdotq_laneq_s32(acc, x, w4, lane)
+#else
+#define EP_SN_DOT_LANE(acc, x, w4, lane) ep_sn_dot(acc, x, EP_SN_BCAST(w4, lane))
+#endif
+
+/* Requantizes 4 lanes of accumulators of possibly different channels (per-lane multiplier and
+ * shift vectors), n_rows of them from acc (int32), int8 results to out. */
+static inline void ep_sn_requant_rows(const int32_t *acc, const ep_quant_t *q, int32_t n, int8_t *out)
+{
+    const int16x8_t off = vdupq_n_s16((int16_t)q->output_offset);
+    const int8x16_t lo = vdupq_n_s8((int8_t)q->activation_min), hi = vdupq_n_s8((int8_t)q->activation_max);
+    int32_t o = 0;
+    for (; o + 4 <= n; o += 4) {
+        const int32x4_t r = ep_neon_requant_s32(vld1q_s32(acc + o), vld1q_s32(q->multiplier + o),
+                                                vld1q_s32(q->shift + o), 0);
+        const int8x8_t v = ep_neon_narrow4(r, off, lo, hi);
+        vst1_lane_s32((int32_t *)(void *)(out + o), vreinterpret_s32_s8(v), 0);
+    }
+    for (; o < n; ++o) {
+        out[o] = ep_sparse_out(q, o, acc[o]);
+    }
+}
+
+/* Requantizes 16 pixel accumulators of channel o; int8 results to dst[0..15]. */
+static inline void ep_sn_requant16(int32x4_t a0, int32x4_t a1, int32x4_t a2, int32x4_t a3, const ep_quant_t *q,
+                                   int32_t o, const ep_neon_out_t *oc, int8_t *dst)
+{
+    const int32x4_t m = vdupq_n_s32(q->multiplier[o]), s = vdupq_n_s32(q->shift[o]);
+    const int fast = q->shift[o] < 0;
+    vst1q_s8(dst, ep_neon_narrow16(ep_neon_requant_s32(a0, m, s, fast), ep_neon_requant_s32(a1, m, s, fast),
+                                   ep_neon_requant_s32(a2, m, s, fast), ep_neon_requant_s32(a3, m, s, fast),
+                                   oc->out_off, oc->act_min, oc->act_max));
+}
+
+/* The geometry and buffers of one CONV_2D call. */
+typedef struct {
+    const ep_sparse_s8_t *w;
+    const ep_quant_t *q;
+    ep_neon_out_t oc;
+    const int8_t *panel;
+    int32_t group_stride; /* bytes between the 4 pixel groups of the panel */
+    int32_t nkb;          /* blocks per column: round4(cols) / 4 */
+    const int8_t *dense;  /* dead / nm24: n_live dense rows of round4(cols) bytes */
+    int8_t *stage;        /* [round16(rows)][16] */
+} ep_sn_conv_t;
+
+typedef void (*ep_sn_tile_fn)(const ep_sn_conv_t *c);
+
+/* block4: per live row, each block (delta-coded) against the 16 pixels. */
+static inline void ep_sn_tile_block4(const ep_sn_conv_t *c)
+{
+    const ep_sparse_s8_t *w = c->w;
+    const uint8_t *d = w->index;
+    const int8_t *v = w->values;
+    const int8_t *p0 = c->panel, *p1 = p0 + c->group_stride, *p2 = p1 + c->group_stride, *p3 = p2 + c->group_stride;
+    for (int32_t j = 0; j < w->n_live; ++j) {
+        const int32_t o = w->live[j], n = w->count[j];
+        int32x4_t a0 = vdupq_n_s32(w->bias[o]), a1 = a0, a2 = a0, a3 = a0;
+        int32_t k = 0, e = 0;
+        for (; e + 4 <= n; e += 4, v += 16) { /* 4 blocks share one weight load */
+            const int8x16_t w4 = vld1q_s8(v);
+            k += 16 * d[e];
+            a0 = EP_SN_DOT_LANE(a0, vld1q_s8(p0 + k), w4, 0);
+            a1 = EP_SN_DOT_LANE(a1, vld1q_s8(p1 + k), w4, 0);
+            a2 = EP_SN_DOT_LANE(a2, vld1q_s8(p2 + k), w4, 0);
+            a3 = EP_SN_DOT_LANE(a3, vld1q_s8(p3 + k), w4, 0);
+            k += 16 * d[e + 1];
+            a0 = EP_SN_DOT_LANE(a0, vld1q_s8(p0 + k), w4, 1);
+            a1 = EP_SN_DOT_LANE(a1, vld1q_s8(p1 + k), w4, 1);
+            a2 = EP_SN_DOT_LANE(a2, vld1q_s8(p2 + k), w4, 1);
+            a3 = EP_SN_DOT_LANE(a3, vld1q_s8(p3 + k), w4, 1);
+            k += 16 * d[e + 2];
+            a0 = EP_SN_DOT_LANE(a0, vld1q_s8(p0 + k), w4, 2);
+            a1 = EP_SN_DOT_LANE(a1, vld1q_s8(p1 + k), w4, 2);
+            a2 = EP_SN_DOT_LANE(a2, vld1q_s8(p2 + k), w4, 2);
+            a3 = EP_SN_DOT_LANE(a3, vld1q_s8(p3 + k), w4, 2);
+            k += 16 * d[e + 3];
+            a0 = EP_SN_DOT_LANE(a0, vld1q_s8(p0 + k), w4, 3);
+            a1 = EP_SN_DOT_LANE(a1, vld1q_s8(p1 + k), w4, 3);
+            a2 = EP_SN_DOT_LANE(a2, vld1q_s8(p2 + k), w4, 3);
+            a3 = EP_SN_DOT_LANE(a3, vld1q_s8(p3 + k), w4, 3);
+        }
+        for (; e < n; ++e, v += 4) {
+            const int8x16_t wb = ep_sn_block(v);
+            k += 16 * d[e];
+            a0 = ep_sn_dot(a0, vld1q_s8(p0 + k), wb);
+            a1 = ep_sn_dot(a1, vld1q_s8(p1 + k), wb);
+            a2 = ep_sn_dot(a2, vld1q_s8(p2 + k), wb);
+            a3 = ep_sn_dot(a3, vld1q_s8(p3 + k), wb);
+        }
+        d += n;
+        ep_sn_requant16(a0, a1, a2, a3, c->q, o, &c->oc, c->stage + 16 * o);
+    }
+}
+
+/* Dense rows (dead format, or nm24 expanded): every block of the row against the 16 pixels, two rows
+ * at a time so that each panel load feeds two dot products. */
+#define EP_SN_DENSE_STEP(lane, off)                                                                             \
+    do {                                                                                                        \
+        const int8x16_t x0 = vld1q_s8(p0 + k + (off)), x1 = vld1q_s8(p1 + k + (off));                           \
+        const int8x16_t x2 = vld1q_s8(p2 + k + (off)), x3 = vld1q_s8(p3 + k + (off));                           \
+        a0 = EP_SN_DOT_LANE(a0, x0, wa, lane);                                                                  \
+        a1 = EP_SN_DOT_LANE(a1, x1, wa, lane);                                                                  \
+        a2 = EP_SN_DOT_LANE(a2, x2, wa, lane);                                                                  \
+        a3 = EP_SN_DOT_LANE(a3, x3, wa, lane);                                                                  \
+        b0 = EP_SN_DOT_LANE(b0, x0, wb, lane);                                                                  \
+        b1 = EP_SN_DOT_LANE(b1, x1, wb, lane);                                                                  \
+        b2 = EP_SN_DOT_LANE(b2, x2, wb, lane);                                                                  \
+        b3 = EP_SN_DOT_LANE(b3, x3, wb, lane);                                                                  \
+    } while (0)
+
+static inline void ep_sn_tile_dense(const ep_sn_conv_t *c)
+{
+    const ep_sparse_s8_t *w = c->w;
+    const int32_t nkb = c->nkb, stride = 4 * nkb;
+    const int8_t *p0 = c->panel, *p1 = p0 + c->group_stride, *p2 = p1 + c->group_stride, *p3 = p2 + c->group_stride;
+    for (int32_t j = 0; j < w->n_live; j += 2) {
+        /* An odd last row runs paired with itself. */
+        const int32_t oa = w->live[j], jb = j + 1 < w->n_live ? j + 1 : j, ob = w->live[jb];
+        const int8_t *va = c->dense + j * stride, *vb = c->dense + jb * stride;
+        int32x4_t a0 = vdupq_n_s32(w->bias[oa]), a1 = a0, a2 = a0, a3 = a0;
+        int32x4_t b0 = vdupq_n_s32(w->bias[ob]), b1 = b0, b2 = b0, b3 = b0;
+        int32_t kb = 0;
+        for (; kb + 4 <= nkb; kb += 4) {
+            const int8x16_t wa = vld1q_s8(va + 4 * kb), wb = vld1q_s8(vb + 4 * kb);
+            const int32_t k = 16 * kb;
+            EP_SN_DENSE_STEP(0, 0);
+            EP_SN_DENSE_STEP(1, 16);
+            EP_SN_DENSE_STEP(2, 32);
+            EP_SN_DENSE_STEP(3, 48);
+        }
+        for (; kb < nkb; ++kb) {
+            const int8x16_t wa = ep_sn_block(va + 4 * kb), wb = ep_sn_block(vb + 4 * kb);
+            const int32_t k = 16 * kb;
+            EP_SN_DENSE_STEP(0, 0);
+        }
+        ep_sn_requant16(a0, a1, a2, a3, c->q, oa, &c->oc, c->stage + 16 * oa);
+        if (jb != j) {
+            ep_sn_requant16(b0, b1, b2, b3, c->q, ob, &c->oc, c->stage + 16 * ob);
+        }
+    }
+}
+
+/* Transposes `len` bytes (a multiple of 4) from 4 pixel sources into panel words: 16 bytes of the
+ * 4 pixels per ST4, word by word for the tail. dst advances 4 bytes per source byte. */
+static inline void ep_sn_transpose4(const int8_t *s0, const int8_t *s1, const int8_t *s2, const int8_t *s3,
+                                    int32_t len, int8_t *dst)
+{
+    int32_t i = 0;
+    for (; i + 16 <= len; i += 16) {
+#if defined(__GNUC__)
+        /* GCC 12 passes an int32x4x4_t for vst4q through the stack: 4 more stores and a load. */
+        __asm__ volatile("ldr q28, [%1], #16\n\t"
+                         "ldr q29, [%2], #16\n\t"
+                         "ldr q30, [%3], #16\n\t"
+                         "ldr q31, [%4], #16\n\t"
+                         "st4 {v28.4s, v29.4s, v30.4s, v31.4s}, [%0], #64"
+                         : "+r"(dst), "+r"(s0), "+r"(s1), "+r"(s2), "+r"(s3)
+                         :
+                         : "v28", "v29", "v30", "v31", "memory");
+#else
+        int32x4x4_t t;
+        t.val[0] = vreinterpretq_s32_s8(vld1q_s8(s0));
+        t.val[1] = vreinterpretq_s32_s8(vld1q_s8(s1));
+        t.val[2] = vreinterpretq_s32_s8(vld1q_s8(s2));
+        t.val[3] = vreinterpretq_s32_s8(vld1q_s8(s3));
+        vst4q_s32((int32_t *)(void *)dst, t);
+        s0 += 16, s1 += 16, s2 += 16, s3 += 16, dst += 64;
+#endif
+    }
+    for (; i < len; i += 4, dst += 16, s0 += 4, s1 += 4, s2 += 4, s3 += 4) {
+        memcpy(dst, s0, 4);
+        memcpy(dst + 4, s1, 4);
+        memcpy(dst + 8, s2, 4);
+        memcpy(dst + 12, s3, 4);
+    }
+}
+
+/* The same when the 4 sources are 16 bytes apart (consecutive pixels with stride_w * in_c == 16): one
+ * LD4 de-interleaves 16 bytes of each. len: a multiple of 16. */
+static inline void ep_sn_deinterleave4(const int8_t *src, int32_t len, int8_t *dst)
+{
+    for (int32_t t = 0; t < len; t += 16, src += 16, dst += 64) {
+#if defined(__GNUC__)
+        __asm__ volatile("ld4 {v28.4s, v29.4s, v30.4s, v31.4s}, [%1]\n\t"
+                         "st1 {v28.4s, v29.4s, v30.4s, v31.4s}, [%0]"
+                         :
+                         : "r"(dst), "r"(src)
+                         : "v28", "v29", "v30", "v31", "memory");
+#else
+        const int32x4x4_t v = vld4q_s32((const int32_t *)(const void *)src);
+        vst1q_s32((int32_t *)(void *)dst, v.val[0]);
+        vst1q_s32((int32_t *)(void *)(dst + 16), v.val[1]);
+        vst1q_s32((int32_t *)(void *)(dst + 32), v.val[2]);
+        vst1q_s32((int32_t *)(void *)(dst + 48), v.val[3]);
+#endif
+    }
+}
+
+/* 16x16 byte transpose of stage rows (channels o..o+15) into `pixels` output pixels, out_c apart:
+ * TRN on bytes, halfwords, words, then doublewords, each level pairing rows 1, 2, 4, 8 apart. */
+#define EP_SN_TRN(T, R, a, b, x, y)                                                                         \
+    do {                                                                                                    \
+        const T##_t ta = vreinterpretq_##R##_s8(x), tb = vreinterpretq_##R##_s8(y);                         \
+        a = vreinterpretq_s8_##R(vtrn1q_##R(ta, tb));                                                       \
+        b = vreinterpretq_s8_##R(vtrn2q_##R(ta, tb));                                                       \
+    } while (0)
+
+static inline void ep_sn_store16x16(const int8_t *stage, int8_t *out, int32_t out_c, const int32_t *pix,
+                                    int32_t pixels)
+{
+    const int8x16_t r0 = vld1q_s8(stage), r1 = vld1q_s8(stage + 16), r2 = vld1q_s8(stage + 32);
+    const int8x16_t r3 = vld1q_s8(stage + 48), r4 = vld1q_s8(stage + 64), r5 = vld1q_s8(stage + 80);
+    const int8x16_t r6 = vld1q_s8(stage + 96), r7 = vld1q_s8(stage + 112), r8 = vld1q_s8(stage + 128);
+    const int8x16_t r9 = vld1q_s8(stage + 144), r10 = vld1q_s8(stage + 160), r11 = vld1q_s8(stage + 176);
+    const int8x16_t r12 = vld1q_s8(stage + 192), r13 = vld1q_s8(stage + 208), r14 = vld1q_s8(stage + 224);
+    const int8x16_t r15 = vld1q_s8(stage + 240);
+    int8x16_t a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15;
+    int8x16_t b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15;
+    a0 = vtrn1q_s8(r0, r1), a1 = vtrn2q_s8(r0, r1), a2 = vtrn1q_s8(r2, r3), a3 = vtrn2q_s8(r2, r3);
+    a4 = vtrn1q_s8(r4, r5), a5 = vtrn2q_s8(r4, r5), a6 = vtrn1q_s8(r6, r7), a7 = vtrn2q_s8(r6, r7);
+    a8 = vtrn1q_s8(r8, r9), a9 = vtrn2q_s8(r8, r9), a10 = vtrn1q_s8(r10, r11), a11 = vtrn2q_s8(r10, r11);
+    a12 = vtrn1q_s8(r12, r13), a13 = vtrn2q_s8(r12, r13), a14 = vtrn1q_s8(r14, r15), a15 = vtrn2q_s8(r14, r15);
+    EP_SN_TRN(int16x8, s16, b0, b2, a0, a2);
+    EP_SN_TRN(int16x8, s16, b1, b3, a1, a3);
+    EP_SN_TRN(int16x8, s16, b4, b6, a4, a6);
+    EP_SN_TRN(int16x8, s16, b5, b7, a5, a7);
+    EP_SN_TRN(int16x8, s16, b8, b10, a8, a10);
+    EP_SN_TRN(int16x8, s16, b9, b11, a9, a11);
+    EP_SN_TRN(int16x8, s16, b12, b14, a12, a14);
+    EP_SN_TRN(int16x8, s16, b13, b15, a13, a15);
+    EP_SN_TRN(int32x4, s32, a0, a4, b0, b4);
+    EP_SN_TRN(int32x4, s32, a1, a5, b1, b5);
+    EP_SN_TRN(int32x4, s32, a2, a6, b2, b6);
+    EP_SN_TRN(int32x4, s32, a3, a7, b3, b7);
+    EP_SN_TRN(int32x4, s32, a8, a12, b8, b12);
+    EP_SN_TRN(int32x4, s32, a9, a13, b9, b13);
+    EP_SN_TRN(int32x4, s32, a10, a14, b10, b14);
+    EP_SN_TRN(int32x4, s32, a11, a15, b11, b15);
+    EP_SN_TRN(int64x2, s64, b0, b8, a0, a8);
+    EP_SN_TRN(int64x2, s64, b1, b9, a1, a9);
+    EP_SN_TRN(int64x2, s64, b2, b10, a2, a10);
+    EP_SN_TRN(int64x2, s64, b3, b11, a3, a11);
+    EP_SN_TRN(int64x2, s64, b4, b12, a4, a12);
+    EP_SN_TRN(int64x2, s64, b5, b13, a5, a13);
+    EP_SN_TRN(int64x2, s64, b6, b14, a6, a14);
+    EP_SN_TRN(int64x2, s64, b7, b15, a7, a15);
+    if (pixels == 16) { /* full tiles: no array of rows on the stack */
+        vst1q_s8(out + pix[0] * out_c, b0), vst1q_s8(out + pix[1] * out_c, b1);
+        vst1q_s8(out + pix[2] * out_c, b2), vst1q_s8(out + pix[3] * out_c, b3);
+        vst1q_s8(out + pix[4] * out_c, b4), vst1q_s8(out + pix[5] * out_c, b5);
+        vst1q_s8(out + pix[6] * out_c, b6), vst1q_s8(out + pix[7] * out_c, b7);
+        vst1q_s8(out + pix[8] * out_c, b8), vst1q_s8(out + pix[9] * out_c, b9);
+        vst1q_s8(out + pix[10] * out_c, b10), vst1q_s8(out + pix[11] * out_c, b11);
+        vst1q_s8(out + pix[12] * out_c, b12), vst1q_s8(out + pix[13] * out_c, b13);
+        vst1q_s8(out + pix[14] * out_c, b14), vst1q_s8(out + pix[15] * out_c, b15);
+        return;
+    }
+    const int8x16_t rows[16] = {b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15};
+    for (int32_t p = 0; p < pixels; ++p) {
+        vst1q_s8(out + pix[p] * out_c, rows[p]);
+    }
+}
+
+/* Scratch of the NEON conv variants: stage[round16(rows) * 16], int32 accumulators and consts
+ * [round16(rows)], the panel (4 groups of round16(cols) * 4 bytes), 4 im2col columns of round16(cols)
+ * bytes, 16 kernel rows and a row of zero points of round16(kw * in_c) bytes, and for nm24 the expanded
+ * dense rows. */
+static inline int32_t ep_sn_conv_scratch(const ep_sparse_s8_t *w, const ep_dims_t *in_d, const ep_dims_t *f_d)
+{
+    const int32_t rows16 = ep_neon_round_up(w->rows, 16), cols16 = ep_neon_round_up(w->cols, 16);
+    const int32_t row16 = ep_neon_round_up(f_d->w * in_d->c, 16);
+    const int32_t dense = w->format == EP_SPARSE_NM24 ? w->n_live * ep_sparse_round4(w->cols) : 0;
+    return 16 * rows16 + 5 * rows16 + 16 * cols16 + 4 * cols16 + 17 * row16 + dense + 16;
+}
+
+/* Output pixels in tile order: first the interior ones (every tap inside the image) in raster order,
+ * whose kernel rows are read in place, then the border ones, gathered through im2col. */
+typedef struct {
+    int32_t out_h, out_w;
+    int32_t y_lo, y_hi, x_lo, x_hi; /* the interior rectangle (empty when lo > hi) */
+    int32_t phase, oy, ox;
+    int32_t row_bytes, step_x, step_y, pad_off; /* byte offsets of interior pixels' first taps */
+} ep_sn_pixels_t;
+
+static inline int32_t ep_sn_div_up(int32_t a, int32_t b)
+{
+    return a <= 0 ? 0 : (a + b - 1) / b;
+}
+
+static inline void ep_sn_pixels_init(ep_sn_pixels_t *it, const ep_conv_params_t *p, const ep_dims_t *in_d,
+                                     const ep_dims_t *f_d, const ep_dims_t *out_d, int in_place)
+{
+    it->out_h = out_d->h;
+    it->out_w = out_d->w;
+    it->row_bytes = in_d->w * in_d->c;
+    it->step_x = p->stride_w * in_d->c;
+    it->step_y = p->stride_h * it->row_bytes;
+    it->pad_off = -p->pad_h * it->row_bytes - p->pad_w * in_d->c;
+    const int32_t span_h = (f_d->h - 1) * p->dilation_h, span_w = (f_d->w - 1) * p->dilation_w;
+    it->y_lo = ep_sn_div_up(p->pad_h, p->stride_h);
+    it->x_lo = ep_sn_div_up(p->pad_w, p->stride_w);
+    const int32_t ry = in_d->h - 1 - span_h + p->pad_h, rx = in_d->w - 1 - span_w + p->pad_w;
+    it->y_hi = ry < 0 ? -1 : ry / p->stride_h;
+    it->x_hi = rx < 0 ? -1 : rx / p->stride_w;
+    it->y_hi = it->y_hi < out_d->h - 1 ? it->y_hi : out_d->h - 1;
+    it->x_hi = it->x_hi < out_d->w - 1 ? it->x_hi : out_d->w - 1;
+    if (!in_place || it->y_lo > it->y_hi || it->x_lo > it->x_hi) {
+        it->y_lo = it->x_lo = 0;
+        it->y_hi = it->x_hi = -1;
+    }
+    it->phase = it->y_hi >= 0 ? 0 : 1;
+    it->oy = it->phase == 0 ? it->y_lo : 0;
+    it->ox = it->phase == 0 ? it->x_lo : 0;
+}
+
+/* Up to 16 next pixels (as oy * out_w + ox) into pix; returns how many, and whether they are interior
+ * (then off[] holds the input offset of each one's first tap). */
+static inline int32_t ep_sn_pixels_next(ep_sn_pixels_t *it, int32_t *pix, int32_t *off, int *interior)
+{
+    int32_t n = 0;
+    *interior = it->phase == 0;
+    if (it->phase == 0) {
+        while (n < EP_SN_TILE && it->oy <= it->y_hi) {
+            pix[n] = it->oy * it->out_w + it->ox;
+            off[n++] = it->pad_off + it->oy * it->step_y + it->ox * it->step_x;
+            if (++it->ox > it->x_hi) {
+                it->ox = it->x_lo;
+                ++it->oy;
+            }
+        }
+        if (it->oy > it->y_hi) {
+            it->phase = 1;
+            it->oy = it->ox = 0;
+        }
+        if (n > 0) {
+            return n;
+        }
+        *interior = 0;
+    }
+    while (n < EP_SN_TILE && it->oy < it->out_h) {
+        if (it->ox == it->x_lo && it->oy >= it->y_lo && it->oy <= it->y_hi) {
+            it->ox = it->x_hi + 1; /* jump over the interior part of the row */
+        } else {
+            pix[n++] = it->oy * it->out_w + it->ox++;
+        }
+        if (it->ox == it->out_w) {
+            it->ox = 0;
+            ++it->oy;
+        }
+    }
+    return n;
+}
+
+/* nm24 rows expanded to dense int8 rows of round4(cols) bytes (the 2 values at their positions). */
+static inline void ep_sn_expand_nm24(const ep_sparse_s8_t *w, int8_t *dense)
+{
+    const int32_t groups = w->cols / 4, stride = ep_sparse_round4(w->cols);
+    const int32_t v_stride = ep_sparse_nm_value_stride(w->cols), i_stride = ep_sparse_nm_index_stride(w->cols);
+    for (int32_t j = 0; j < w->n_live; ++j) {
+        const int8_t *v = w->values + j * v_stride;
+        const uint8_t *idx = w->index + j * i_stride;
+        int8_t *dst = dense + j * stride;
+        for (int32_t g = 0; g < groups; ++g) {
+            const int32_t nib = (idx[g >> 1] >> ((g & 1) * 4)) & 15;
+            uint32_t word = ((uint32_t)(uint8_t)v[2 * g] << (8 * (nib & 3))) |
+                            ((uint32_t)(uint8_t)v[2 * g + 1] << (8 * (nib >> 2)));
+            memcpy(dst + 4 * g, &word, 4);
+        }
+    }
+}
+
+/* CONV_2D driver of the NEON matrix formats. */
+static inline void ep_sn_conv(const ep_conv_params_t *params, const ep_quant_t *quant, const ep_dims_t *input_dims,
+                              const int8_t *input, const ep_dims_t *filter_dims, const ep_sparse_s8_t *filter,
+                              const ep_dims_t *output_dims, int8_t *output, void *scratch, ep_sn_tile_fn tile)
+{
+    const int32_t k_h = filter_dims->h, k_w = filter_dims->w, in_c = input_dims->c;
+    const int32_t in_h = input_dims->h, in_w = input_dims->w;
+    const int32_t out_w = output_dims->w, out_c = output_dims->c, pixels = output_dims->h * out_w;
+    const int32_t cols = filter->cols, rows16 = ep_neon_round_up(out_c, 16), cols16 = ep_neon_round_up(cols, 16);
+    const int32_t row_len = k_w * in_c;
+    const int8_t pad = (int8_t)(-filter->input_offset);
+
+    int8_t *stage = (int8_t *)scratch;
+    int32_t *acc = (int32_t *)(void *)(stage + 16 * rows16);
+    int8_t *consts = (int8_t *)(acc + rows16);
+    int8_t *panel = consts + rows16;
+    int8_t *colbuf = panel + 16 * cols16;
+    const int32_t row16 = ep_neon_round_up(row_len, 16);
+    int8_t *segbuf = colbuf + 4 * cols16;
+    int8_t *zp_row = segbuf + 16 * row16;
+    int8_t *dense = zp_row + row16;
+
+    ep_sn_conv_t c;
+    c.w = filter;
+    c.q = quant;
+    c.oc = ep_neon_out_init(quant, 0);
+    c.panel = panel;
+    c.group_stride = 4 * cols16;
+    c.nkb = ep_sparse_round4(cols) / 4;
+    c.dense = filter->format == EP_SPARSE_NM24 ? dense : filter->values;
+    c.stage = stage;
+    if (filter->format == EP_SPARSE_NM24) {
+        ep_sn_expand_nm24(filter, dense);
+    }
+    /* Dead channels: requantize(bias) once, kept in the stage for every tile. */
+    memcpy(acc, filter->bias, (size_t)out_c * 4);
+    ep_sn_requant_rows(acc, quant, out_c, consts);
+    for (int32_t o = 0; o < out_c; ++o) {
+        ep_neon_fill(stage + 16 * o, consts[o], 16);
+    }
+    ep_neon_fill(panel, 0, 16 * cols16); /* columns past cols stay zero */
+    ep_neon_fill(zp_row, pad, row16);
+
+    /* Interior pixels read whole kernel rows in place when they are contiguous whole words. */
+    const int in_place = params->dilation_w == 1 && (row_len & 3) == 0;
+    const int32_t full16 = out_c & ~15, row_bytes = in_w * in_c;
+    const int lanes16 = in_place && params->stride_w * in_c == 16 && (row_len & 15) == 0;
+
+    for (int32_t b = 0; b < input_dims->n; ++b) {
+        const int8_t *in = input + b * in_h * in_w * in_c;
+        int8_t *out = output + b * pixels * out_c;
+        ep_sn_pixels_t it;
+        ep_sn_pixels_init(&it, params, input_dims, filter_dims, output_dims, in_place);
+        int32_t pix[EP_SN_TILE], off[EP_SN_TILE];
+        int interior;
+        for (int32_t np; (np = ep_sn_pixels_next(&it, pix, off, &interior)) > 0;) {
+            for (int32_t l = np; l < EP_SN_TILE; ++l) {
+                pix[l] = pix[0]; /* lanes past the last pixel repeat lane 0 (computed, never stored) */
+                off[l] = off[0];
+            }
+            if (interior) {
+                /* Groups of 4 consecutive pixels 16 bytes apart take one LD4 per 16 bytes. */
+                int together[4];
+                for (int32_t g = 0; g < 16; g += 4) {
+                    together[g / 4] = lanes16 && off[g + 3] - off[g] == 48 && off[g + 1] - off[g] == 16 &&
+                                      off[g + 2] - off[g] == 32;
+                }
+                for (int32_t ky = 0; ky < k_h; ++ky) {
+                    const int8_t *row = in + ky * params->dilation_h * row_bytes;
+                    int8_t *dst = panel + 4 * ky * row_len;
+                    for (int32_t g = 0; g < 16; g += 4, dst += c.group_stride) {
+                        if (together[g / 4]) {
+                            ep_sn_deinterleave4(row + off[g], row_len, dst);
+                        } else {
+                            ep_sn_transpose4(row + off[g], row + off[g + 1], row + off[g + 2], row + off[g + 3],
+                                             row_len, dst);
+                        }
+                    }
+                }
+            } else if (in_place) {
+                /* Border pixels: per kernel row, in place when inside, the zero-point row when above or
+                 * below the image, else a copy framed by zero points. */
+                for (int32_t ky = 0; ky < k_h; ++ky) {
+                    const int8_t *src[EP_SN_TILE];
+                    for (int32_t l = 0; l < EP_SN_TILE; ++l) {
+                        const int32_t oy = pix[l] / out_w, ox = pix[l] - oy * out_w;
+                        const int32_t iy = oy * params->stride_h - params->pad_h + params->dilation_h * ky;
+                        const int32_t x0 = ox * params->stride_w - params->pad_w;
+                        if (iy < 0 || iy >= in_h) {
+                            src[l] = zp_row;
+                        } else if (x0 >= 0 && x0 + k_w <= in_w) {
+                            src[l] = in + (iy * in_w + x0) * in_c;
+                        } else {
+                            int8_t *sb = segbuf + l * row16;
+                            for (int32_t kx = 0; kx < k_w; ++kx) {
+                                const int32_t ix = x0 + kx;
+                                if (ix < 0 || ix >= in_w) {
+                                    ep_neon_fill(sb + kx * in_c, pad, in_c);
+                                } else {
+                                    ep_neon_copy(sb + kx * in_c, in + (iy * in_w + ix) * in_c, in_c);
+                                }
+                            }
+                            src[l] = sb;
+                        }
+                    }
+                    int8_t *dst = panel + 4 * ky * row_len;
+                    for (int32_t g = 0; g < 16; g += 4, dst += c.group_stride) {
+                        ep_sn_transpose4(src[g], src[g + 1], src[g + 2], src[g + 3], row_len, dst);
+                    }
+                }
+            } else {
+                for (int32_t g = 0; g < 4; ++g) {
+                    for (int32_t i = 0; i < 4; ++i) {
+                        const int32_t p = pix[4 * g + i];
+                        ep_sparse_im2col(params, input_dims, in, k_h, k_w, p / out_w, p % out_w, pad, cols,
+                                         ep_sparse_round4(cols), colbuf + i * cols16);
+                    }
+                    ep_sn_transpose4(colbuf, colbuf + cols16, colbuf + 2 * cols16, colbuf + 3 * cols16,
+                                     ep_sparse_round4(cols), panel + g * c.group_stride);
+                }
+            }
+            tile(&c);
+            for (int32_t o = 0; o < full16; o += 16) {
+                ep_sn_store16x16(stage + 16 * o, out + o, out_c, pix, np);
+            }
+            for (int32_t o = full16; o < out_c; ++o) {
+                for (int32_t p = 0; p < np; ++p) {
+                    out[pix[p] * out_c + o] = stage[16 * o + p];
+                }
+            }
+        }
+    }
+}
+
+/* FULLY_CONNECTED: one input row at a time; accumulators start at the folded bias for every row
+ * (dead rows then requantize to their constant) and are requantized 4 rows per vector. */
+static inline int32_t ep_sn_fc_scratch(const ep_sparse_s8_t *w)
+{
+    return 4 * ep_sparse_round4(w->rows) + ep_neon_round_up(w->cols, 16) + 16;
+}
+
+/* block4 row: 4 blocks per dot product, their input words gathered into one vector. */
+static inline int32_t ep_sn_fc_row_block4(const int8_t *x, const uint8_t *d, const int8_t *v, int32_t n)
+{
+    int32x4_t acc = vdupq_n_s32(0);
+    int32_t k = 0, e = 0;
+    for (; e + 4 <= n; e += 4, v += 16) {
+        int32x4_t xv = vdupq_n_s32(0);
+        k += 4 * d[e];
+        xv = vld1q_lane_s32((const int32_t *)(const void *)(x + k), xv, 0);
+        k += 4 * d[e + 1];
+        xv = vld1q_lane_s32((const int32_t *)(const void *)(x + k), xv, 1);
+        k += 4 * d[e + 2];
+        xv = vld1q_lane_s32((const int32_t *)(const void *)(x + k), xv, 2);
+        k += 4 * d[e + 3];
+        xv = vld1q_lane_s32((const int32_t *)(const void *)(x + k), xv, 3);
+        acc = ep_sn_dot(acc, vreinterpretq_s8_s32(xv), vld1q_s8(v));
+    }
+    int32_t sum = vaddvq_s32(acc);
+    for (; e < n; ++e, v += 4) {
+        k += 4 * d[e];
+        sum += v[0] * x[k] + v[1] * x[k + 1] + v[2] * x[k + 2] + v[3] * x[k + 3];
+    }
+    return sum;
+}
+
+/* Dense row of nkb blocks. */
+static inline int32_t ep_sn_fc_row_dense(const int8_t *x, const int8_t *v, int32_t nkb)
+{
+    int32x4_t a0 = vdupq_n_s32(0), a1 = a0;
+    int32_t kb = 0;
+    for (; kb + 8 <= nkb; kb += 8) {
+        a0 = ep_sn_dot(a0, vld1q_s8(x + 4 * kb), vld1q_s8(v + 4 * kb));
+        a1 = ep_sn_dot(a1, vld1q_s8(x + 4 * kb + 16), vld1q_s8(v + 4 * kb + 16));
+    }
+    for (; kb + 4 <= nkb; kb += 4) {
+        a0 = ep_sn_dot(a0, vld1q_s8(x + 4 * kb), vld1q_s8(v + 4 * kb));
+    }
+    int32_t sum = vaddvq_s32(vaddq_s32(a0, a1));
+    for (int32_t k = 4 * kb; k < 4 * nkb; ++k) {
+        sum += v[k] * x[k];
+    }
+    return sum;
+}
+
+static inline void ep_sn_fc(const ep_quant_t *quant, int32_t batches, const int8_t *input,
+                            const ep_sparse_s8_t *filter, int8_t *output, void *scratch)
+{
+    const int32_t cols = filter->cols, rows = filter->rows, nkb = ep_sparse_round4(cols) / 4;
+    int32_t *acc = (int32_t *)scratch;
+    int8_t *xbuf = (int8_t *)(acc + ep_sparse_round4(rows));
+    const int copy = (cols & 3) != 0; /* words read up to round4(cols) */
+    for (int32_t b = 0; b < batches; ++b) {
+        const int8_t *x = input + b * cols;
+        if (copy) {
+            ep_neon_copy(xbuf, x, cols);
+            ep_neon_fill(xbuf + cols, 0, 4 * nkb - cols);
+            x = xbuf;
+        }
+        memcpy(acc, filter->bias, (size_t)rows * 4);
+        if (filter->format == EP_SPARSE_BLOCK4) {
+            const uint8_t *d = filter->index;
+            const int8_t *v = filter->values;
+            for (int32_t j = 0; j < filter->n_live; ++j) {
+                const int32_t n = filter->count[j];
+                acc[filter->live[j]] += ep_sn_fc_row_block4(x, d, v, n);
+                d += n;
+                v += 4 * n;
+            }
+        } else { /* EP_SPARSE_DEAD */
+            for (int32_t j = 0; j < filter->n_live; ++j) {
+                acc[filter->live[j]] += ep_sn_fc_row_dense(x, filter->values + j * 4 * nkb, nkb);
+            }
+        }
+        ep_sn_requant_rows(acc, quant, rows, output + b * rows);
+    }
+}
+
+#endif /* EP_SPARSE_NEON_H_ */

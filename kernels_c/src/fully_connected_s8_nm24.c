@@ -1,0 +1,7 @@
+/* FULLY_CONNECTED, int8, EP_SPARSE_NM24 weights (see ep_sparse_s8.h): portable C. */
+#include "ep_sparse_rows.h"
+
+void ep_fully_connected_s8_nm24(EP_FULLY_CONNECTED_S8_SPARSE_ARGS)
+{
+    ep_sparse_fc(quant, batches, input, filter, output, scratch, ep_sparse_rows_nm24, 0);
+}
