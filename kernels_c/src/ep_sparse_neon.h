@@ -4,9 +4,12 @@
  * 4 groups of 4 pixels: group g, block kb (4 consecutive columns) holds the 4 bytes of the 4 pixels
  * (16 bytes, ST4 writes it straight from 4 column loads). One int8x4 weight block then feeds 4 dot
  * products (one per group) giving 16 pixel accumulators of one output channel, so the sparse index
- * is decoded once per 16 pixels. Requantization runs on those 16 lanes with the channel's
- * multiplier; the int8 results go to a [channel][16] stage that a 16x16 byte transpose writes to
- * the NHWC output. Dead channels keep their constant in the stage for the whole call.
+ * is decoded once per 16 pixels. Interior pixels (every tap inside the image) are tiled first and read
+ * their kernel rows in place; border pixels follow, with rows of input zero points for the padded taps
+ * (which the folded bias turns into exact zeros). Requantization runs on the 16 lanes with the
+ * channel's multiplier; the int8 results go to a [channel][16] stage that a 16x16 byte transpose writes
+ * to the NHWC output. Dead channels keep their constant in the stage for the whole call. nm24 rows are
+ * expanded once per call to dense rows and run as the dead format.
  *
  * Each source including this header picks the dot product first: EP_SPARSE_NEON_SDOT 1 uses SDOT
  * (Armv8.2 dot product), 0 the same per-lane sums with widening multiplies (plain Armv8.0 NEON).
@@ -221,27 +224,6 @@ static inline void ep_sn_transpose4(const int8_t *s0, const int8_t *s1, const in
         memcpy(dst + 4, s1, 4);
         memcpy(dst + 8, s2, 4);
         memcpy(dst + 12, s3, 4);
-    }
-}
-
-/* The same when the 4 sources are 16 bytes apart (consecutive pixels with stride_w * in_c == 16): one
- * LD4 de-interleaves 16 bytes of each. len: a multiple of 16. */
-static inline void ep_sn_deinterleave4(const int8_t *src, int32_t len, int8_t *dst)
-{
-    for (int32_t t = 0; t < len; t += 16, src += 16, dst += 64) {
-#if defined(__GNUC__)
-        __asm__ volatile("ld4 {v28.4s, v29.4s, v30.4s, v31.4s}, [%1]\n\t"
-                         "st1 {v28.4s, v29.4s, v30.4s, v31.4s}, [%0]"
-                         :
-                         : "r"(dst), "r"(src)
-                         : "v28", "v29", "v30", "v31", "memory");
-#else
-        const int32x4x4_t v = vld4q_s32((const int32_t *)(const void *)src);
-        vst1q_s32((int32_t *)(void *)dst, v.val[0]);
-        vst1q_s32((int32_t *)(void *)(dst + 16), v.val[1]);
-        vst1q_s32((int32_t *)(void *)(dst + 32), v.val[2]);
-        vst1q_s32((int32_t *)(void *)(dst + 48), v.val[3]);
-#endif
     }
 }
 
@@ -464,7 +446,6 @@ static inline void ep_sn_conv(const ep_conv_params_t *params, const ep_quant_t *
     /* Interior pixels read whole kernel rows in place when they are contiguous whole words. */
     const int in_place = params->dilation_w == 1 && (row_len & 3) == 0;
     const int32_t full16 = out_c & ~15, row_bytes = in_w * in_c;
-    const int lanes16 = in_place && params->stride_w * in_c == 16 && (row_len & 15) == 0;
 
     for (int32_t b = 0; b < input_dims->n; ++b) {
         const int8_t *in = input + b * in_h * in_w * in_c;
@@ -479,22 +460,12 @@ static inline void ep_sn_conv(const ep_conv_params_t *params, const ep_quant_t *
                 off[l] = off[0];
             }
             if (interior) {
-                /* Groups of 4 consecutive pixels 16 bytes apart take one LD4 per 16 bytes. */
-                int together[4];
-                for (int32_t g = 0; g < 16; g += 4) {
-                    together[g / 4] = lanes16 && off[g + 3] - off[g] == 48 && off[g + 1] - off[g] == 16 &&
-                                      off[g + 2] - off[g] == 32;
-                }
                 for (int32_t ky = 0; ky < k_h; ++ky) {
                     const int8_t *row = in + ky * params->dilation_h * row_bytes;
                     int8_t *dst = panel + 4 * ky * row_len;
                     for (int32_t g = 0; g < 16; g += 4, dst += c.group_stride) {
-                        if (together[g / 4]) {
-                            ep_sn_deinterleave4(row + off[g], row_len, dst);
-                        } else {
-                            ep_sn_transpose4(row + off[g], row + off[g + 1], row + off[g + 2], row + off[g + 3],
-                                             row_len, dst);
-                        }
+                        ep_sn_transpose4(row + off[g], row + off[g + 1], row + off[g + 2], row + off[g + 3], row_len,
+                                         dst);
                     }
                 }
             } else if (in_place) {
