@@ -17,6 +17,10 @@ from edgeprune.device.qemu import run_cortex_m
 CHECK_VARIANTS = Path(__file__).resolve().parent / "variants" / "check_variants.c"
 
 
+# The Cortex-M4 board has 128 KiB of SRAM: smaller buffers, and the bench-sized cases are skipped.
+SMALL_BOARD_BUFFERS = ("MAX_IN=12288", "MAX_OUT=8192", "MAX_FILTER=16384", "MAX_SCRATCH=16384", "BIG_CASES_OPTIONAL=1")
+
+
 @pytest.mark.parametrize("target", ["cortex-m7", "cortex-m4"])
 def test_variants_match_portable_on_cortex_m(device_build_dir, target):
     if not CHECK_VARIANTS.exists():
@@ -25,6 +29,7 @@ def test_variants_match_portable_on_cortex_m(device_build_dir, target):
     try:
         # Static buffers only: a small heap leaves the RAM to them (stdio needs a little).
         elf = build_program(build, [CHECK_VARIANTS], device_build_dir / f"check_variants-{target}.elf",
+                            defines=SMALL_BOARD_BUFFERS if target == "cortex-m4" else (),
                             link_flags=["-Wl,--defsym=__heap_size__=16K"])
     except BuildError as e:
         if "will not fit in region `RAM'" in e.detail:
