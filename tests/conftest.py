@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
-
-from edgeprune.cli import main
+from cli_support import run_cli
 
 
 @pytest.fixture(scope="session")
@@ -40,11 +38,6 @@ def model_dir(tmp_path_factory, digits_cnn):
     torch.save(module, d / "pickled.pt")
     torch.export.save(torch.export.export(module, (torch.zeros(1, 1, 8, 8),)), d / "model.pt2")
     return d
-
-
-def run_cli(*args: str):
-    """Run the CLI in-process; returns click's Result (exit_code, stdout, stderr)."""
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from cli_support import run_cli
 
 
 def test_targets_lists_profiles_with_limits():
