@@ -124,7 +124,7 @@ def test_onnx_input_skips_the_pytorch_stages(compile_once):
 
 
 def test_low_agreement_fails_and_writes_nothing(model_dir, tmp_path, monkeypatch):
-    from conftest import run_cli
+    from cli_support import run_cli
 
     from edgeprune.front import fidelity
 
