@@ -345,6 +345,10 @@ static void check_dw(tally_t *t)
         {1, 8, 8, 32, 1, 3, 3, 2, 2, 1, 1, 1},  {2, 6, 7, 17, 1, 5, 5, 1, 1, 1, 1, 1},
         {1, 5, 9, 3, 4, 3, 3, 1, 2, 1, 1, 1},   {1, 9, 9, 16, 1, 3, 3, 1, 1, 2, 3, 1},
         {1, 4, 4, 1, 1, 7, 7, 1, 1, 1, 1, 1},   {1, 10, 10, 48, 1, 3, 9, 1, 1, 1, 1, 0},
+        /* taller than wide, 3 wide, channels a multiple of 16: the dot-product column path */
+        {2, 12, 3, 32, 1, 3, 3, 1, 1, 1, 1, 1}, {1, 11, 4, 16, 1, 4, 3, 2, 1, 1, 1, 1},
+        {1, 12, 5, 16, 1, 2, 3, 1, 2, 2, 1, 0}, {1, 9, 6, 48, 1, 1, 3, 3, 3, 3, 1, 1},
+        {1, 10, 2, 16, 1, 3, 3, 1, 1, 1, 1, 1}, {1, 7, 1, 16, 1, 3, 3, 1, 1, 3, 1, 1},
     };
     for (unsigned i = 0; i < sizeof fixed / sizeof fixed[0]; ++i) {
         run_dw(t, &fixed[i], 1);
@@ -365,6 +369,28 @@ static void check_dw(tally_t *t)
         c.stride_w = rnd_range(1, 3);
         c.dil_h = chance(25) ? rnd_range(2, 3) : 1;
         c.dil_w = chance(25) ? rnd_range(2, 3) : 1;
+        c.same = chance(60);
+        const int32_t eff_h = (c.k_h - 1) * c.dil_h + 1, eff_w = (c.k_w - 1) * c.dil_w + 1;
+        if (!c.same && (eff_h > c.in_h || eff_w > c.in_w)) {
+            continue;
+        }
+        run_dw(t, &c, 0);
+    }
+    /* More random ones for the dot-product column path: 3 wide, taller than wide, channels a
+     * multiple of 16 (a few draws miss it on purpose: dilated columns, short outputs). */
+    for (int n = 0; n < 100; ++n) {
+        dw_case_t c;
+        c.batch = rnd_range(1, 2);
+        c.in_w = rnd_range(1, 6);
+        c.in_h = rnd_range(c.in_w + 1, 16);
+        c.in_c = 16 * rnd_range(1, 4);
+        c.mult = 1;
+        c.k_h = rnd_range(1, 4);
+        c.k_w = 3;
+        c.stride_h = rnd_range(1, 3);
+        c.stride_w = rnd_range(1, 2);
+        c.dil_h = chance(25) ? rnd_range(2, 3) : 1;
+        c.dil_w = chance(10) ? 2 : 1;
         c.same = chance(60);
         const int32_t eff_h = (c.k_h - 1) * c.dil_h + 1, eff_w = (c.k_w - 1) * c.dil_w + 1;
         if (!c.same && (eff_h > c.in_h || eff_w > c.in_w)) {

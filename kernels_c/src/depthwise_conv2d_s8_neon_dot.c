@@ -9,6 +9,14 @@
  * (3x3 and kin) keep their weights in registers; their usual case (16 channels, negative shifts)
  * is a short assembly loop, since GCC's register allocation spills a third of it.
  *
+ * Kernels 3 wide and at most 4 tall (3x3 and kin) with dilation_w 1, channels a multiple of 16
+ * and negative shifts take the column path instead when the output is at least as tall as wide:
+ * vertical taps interleaved, the same assembly loop walking down output columns, so per-line
+ * costs (edges, setup) are paid out_w times instead of out_h times (depthwise_columns). With an
+ * assembly interleave loop and two pixels per loop iteration, MACs per instruction under
+ * qemu-aarch64 -cpu cortex-a76 go from 1.80 to 2.63 on 25x5x64 3x3 s1, 2.25 to 2.73 on
+ * 48x48x32 s1 and 1.32 to 1.98 on 96x96x16 s2.
+ *
  * The input offset is folded into a per-channel constant bias + offset * sum(w); taps outside
  * the image read the input zero point, which then contributes 0 (see ep_neon_helpers.h), and
  * taps past k_w have zero weights. Depth multipliers above 1 use the plain NEON variant.
@@ -18,7 +26,8 @@
  * weights Cp / 16 x k_h x G x 64 ([channel][tap j] per group); zero points Cp; a row of zero
  * points E; the row cache k_h x E and its tags k_h int32; an input row with channels padded to
  * Cp, in_w x Cp (only when channels are not a multiple of 16); then, 8-byte aligned, k_h row
- * pointers. At least the plain NEON variant's scratch.
+ * pointers. At least the plain NEON variant's scratch, and the column path's (columns_scratch)
+ * when it may apply.
  *
  * Entry order in an interleaved row: [ox][tap group][channel block][channel][tap j].
  */
@@ -26,11 +35,33 @@
 #include "ep_kernels.h"
 
 #if defined(__aarch64__) && defined(__ARM_FEATURE_DOTPROD)
+#include <stddef.h>
+
 #include "ep_neon_helpers.h"
 
 static int32_t groups(const ep_dims_t *filter_dims)
 {
     return (filter_dims->w + 3) / 4;
+}
+
+/* Whether the column path (see depthwise_columns) may apply: the rest depends on the parameters
+ * (dilation_w 1) and the quantization (negative shifts). */
+static int columns_fit(const ep_dims_t *filter_dims, const ep_dims_t *output_dims)
+{
+#if defined(__GNUC__)
+    return filter_dims->w == 3 && filter_dims->h <= 4 && output_dims->c % 16 == 0 && output_dims->c > 0 &&
+           output_dims->w > 0 && output_dims->h >= output_dims->w; /* the assembly loops run at least once */
+#else
+    (void)filter_dims, (void)output_dims;
+    return 0;
+#endif
+}
+
+/* Multipliers, shifts, folded constants 3 x C int32; packed weights 3 x 4 x C; a zero-point entry
+ * 4 x C; the column cache 3 x out_h x 4 x C. */
+static int32_t columns_scratch(const ep_dims_t *output_dims)
+{
+    return output_dims->c * (12 + 12 + 4 + 12 * output_dims->h);
 }
 
 int32_t ep_depthwise_conv2d_s8_scratch_size_neon_dot(const ep_dims_t *input_dims, const ep_dims_t *filter_dims,
@@ -41,7 +72,9 @@ int32_t ep_depthwise_conv2d_s8_scratch_size_neon_dot(const ep_dims_t *input_dims
     const int32_t size = 3 * cp * 4 + cp * k_h * groups(filter_dims) * 4 + cp + entry_row * (k_h + 1) + k_h * 4 +
                          (cp != output_dims->c ? input_dims->w * cp : 0) + 8 + k_h * (int32_t)sizeof(void *);
     const int32_t plain = ep_depthwise_conv2d_s8_scratch_size_neon(input_dims, filter_dims, output_dims);
-    return size > plain ? size : plain;
+    const int32_t most = size > plain ? size : plain;
+    const int32_t cols = columns_fit(filter_dims, output_dims) ? columns_scratch(output_dims) : 0;
+    return cols > most ? cols : most;
 }
 
 /* 16 channels of one input pixel (the last block may be partial: padded with the zero point). */
@@ -158,18 +191,69 @@ static inline __attribute__((always_inline)) void row3_loop(const int8_t *e0, co
  * register file holds them all. Per pixel and 16 channels: the folded constants, 3 x (1 load +
  * 4 SDOT), 12 requantization and 10 narrowing instructions, 1 store. Registers: weights v16-v27,
  * multipliers v28-v31, shifts v8-v11, output offset v12, activation range v13-v14; v0-v7 for
- * the accumulators and inputs. Per block, w advances 192 bytes, fold, mult and shift 16 lanes,
+ * the accumulators and inputs. Per pixel, entry stream k advances s_k bytes (0 repeats one
+ * entry) and out out_stride bytes. Per block, w advances 192 bytes, fold, mult and shift 16 lanes,
  * the entries 64 bytes and out 16 bytes. */
-static void row3_fast_full(const int8_t *e0, const int8_t *e1, const int8_t *e2, int64_t stride, const int8_t *w,
-                           const int32_t *fold, const int32_t *mult, const int32_t *shift, const ep_neon_out_t *o,
-                           int8_t *out, int64_t out_stride, int64_t pixels, int64_t blocks)
+/* One pixel of row3_fast_full (see there), written twice in its loop. */
+#define EP_DW3_PIXEL \
+    "ld1 {v0.4s-v3.4s}, [%[fold]]\n\t" \
+    "ld1 {v4.16b-v7.16b}, [%[p0]], %[s0]\n\t" \
+    "sdot v0.4s, v4.16b, v16.16b\n\t" \
+    "sdot v1.4s, v5.16b, v17.16b\n\t" \
+    "sdot v2.4s, v6.16b, v18.16b\n\t" \
+    "sdot v3.4s, v7.16b, v19.16b\n\t" \
+    "ld1 {v4.16b-v7.16b}, [%[p1]], %[s1]\n\t" \
+    "sdot v0.4s, v4.16b, v20.16b\n\t" \
+    "sdot v1.4s, v5.16b, v21.16b\n\t" \
+    "sdot v2.4s, v6.16b, v22.16b\n\t" \
+    "sdot v3.4s, v7.16b, v23.16b\n\t" \
+    "ld1 {v4.16b-v7.16b}, [%[p2]], %[s2]\n\t" \
+    "sdot v0.4s, v4.16b, v24.16b\n\t" \
+    "sdot v1.4s, v5.16b, v25.16b\n\t" \
+    "sdot v2.4s, v6.16b, v26.16b\n\t" \
+    "sdot v3.4s, v7.16b, v27.16b\n\t" \
+    /* ep_neon_requant_s32, fast form */ \
+    "sqrdmulh v0.4s, v0.4s, v28.4s\n\t" \
+    "sqrdmulh v1.4s, v1.4s, v29.4s\n\t" \
+    "sqrdmulh v2.4s, v2.4s, v30.4s\n\t" \
+    "sqrdmulh v3.4s, v3.4s, v31.4s\n\t" \
+    "ssra v0.4s, v0.4s, #31\n\t" \
+    "ssra v1.4s, v1.4s, #31\n\t" \
+    "ssra v2.4s, v2.4s, #31\n\t" \
+    "ssra v3.4s, v3.4s, #31\n\t" \
+    "srshl v0.4s, v0.4s, v8.4s\n\t" \
+    "srshl v1.4s, v1.4s, v9.4s\n\t" \
+    "srshl v2.4s, v2.4s, v10.4s\n\t" \
+    "srshl v3.4s, v3.4s, v11.4s\n\t" \
+    /* ep_neon_narrow16 */ \
+    "sqxtn v0.4h, v0.4s\n\t" \
+    "sqxtn2 v0.8h, v1.4s\n\t" \
+    "sqxtn v2.4h, v2.4s\n\t" \
+    "sqxtn2 v2.8h, v3.4s\n\t" \
+    "sqadd v0.8h, v0.8h, v12.8h\n\t" \
+    "sqadd v2.8h, v2.8h, v12.8h\n\t" \
+    "sqxtn v0.8b, v0.8h\n\t" \
+    "sqxtn2 v0.16b, v2.8h\n\t" \
+    "smax v0.16b, v0.16b, v13.16b\n\t" \
+    "smin v0.16b, v0.16b, v14.16b\n\t" \
+    "st1 {v0.16b}, [%[dst]], %[ostride]\n\t"
+
+/* row3_fast_full loads the output constants of ep_neon_out_t with one LD1 of 3 registers. */
+typedef char ep_out_layout_check[offsetof(ep_neon_out_t, act_min) == 16 && offsetof(ep_neon_out_t, act_max) == 32
+                                     ? 1
+                                     : -1];
+
+static inline __attribute__((always_inline)) void row3_fast_full(const int8_t *e0, const int8_t *e1, const int8_t *e2,
+                                                                  int64_t s0, int64_t s1, int64_t s2, const int8_t *w,
+                                                                  const int32_t *fold, const int32_t *mult,
+                                                                  const int32_t *shift, const ep_neon_out_t *o,
+                                                                  int8_t *out, int64_t out_stride, int64_t pixels,
+                                                                  int64_t blocks)
 {
     const int8_t *p0, *p1, *p2;
     int8_t *dst;
     int64_t n;
-    __asm__ volatile("ld1 {v12.8h}, [%[off]]\n\t"
-                     "ld1 {v13.16b}, [%[amin]]\n\t"
-                     "ld1 {v14.16b}, [%[amax]]\n"
+    __asm__ volatile("ld1 {v12.16b-v14.16b}, [%[o]]\n" /* out_off, act_min, act_max */
                      "2:\n\t"
                      "ld1 {v16.16b-v19.16b}, [%[w]], #64\n\t"
                      "ld1 {v20.16b-v23.16b}, [%[w]], #64\n\t"
@@ -180,50 +264,16 @@ static void row3_fast_full(const int8_t *e0, const int8_t *e1, const int8_t *e2,
                      "mov %[p1], %[e1]\n\t"
                      "mov %[p2], %[e2]\n\t"
                      "mov %[dst], %[out]\n\t"
-                     "mov %[n], %[pixels]\n"
+                     "mov %[n], %[pixels]\n\t"
+                     /* two pixels per iteration; an odd count enters at the second */
+                     "tbz %[n], #0, 1f\n\t"
+                     "add %[n], %[n], #1\n\t"
+                     "b 3f\n"
                      "1:\n\t"
-                     "ld1 {v0.4s-v3.4s}, [%[fold]]\n\t"
-                     "ld1 {v4.16b-v7.16b}, [%[p0]], %[stride]\n\t"
-                     "sdot v0.4s, v4.16b, v16.16b\n\t"
-                     "sdot v1.4s, v5.16b, v17.16b\n\t"
-                     "sdot v2.4s, v6.16b, v18.16b\n\t"
-                     "sdot v3.4s, v7.16b, v19.16b\n\t"
-                     "ld1 {v4.16b-v7.16b}, [%[p1]], %[stride]\n\t"
-                     "sdot v0.4s, v4.16b, v20.16b\n\t"
-                     "sdot v1.4s, v5.16b, v21.16b\n\t"
-                     "sdot v2.4s, v6.16b, v22.16b\n\t"
-                     "sdot v3.4s, v7.16b, v23.16b\n\t"
-                     "ld1 {v4.16b-v7.16b}, [%[p2]], %[stride]\n\t"
-                     "sdot v0.4s, v4.16b, v24.16b\n\t"
-                     "sdot v1.4s, v5.16b, v25.16b\n\t"
-                     "sdot v2.4s, v6.16b, v26.16b\n\t"
-                     "sdot v3.4s, v7.16b, v27.16b\n\t"
-                     /* ep_neon_requant_s32, fast form */
-                     "sqrdmulh v0.4s, v0.4s, v28.4s\n\t"
-                     "sqrdmulh v1.4s, v1.4s, v29.4s\n\t"
-                     "sqrdmulh v2.4s, v2.4s, v30.4s\n\t"
-                     "sqrdmulh v3.4s, v3.4s, v31.4s\n\t"
-                     "ssra v0.4s, v0.4s, #31\n\t"
-                     "ssra v1.4s, v1.4s, #31\n\t"
-                     "ssra v2.4s, v2.4s, #31\n\t"
-                     "ssra v3.4s, v3.4s, #31\n\t"
-                     "srshl v0.4s, v0.4s, v8.4s\n\t"
-                     "srshl v1.4s, v1.4s, v9.4s\n\t"
-                     "srshl v2.4s, v2.4s, v10.4s\n\t"
-                     "srshl v3.4s, v3.4s, v11.4s\n\t"
-                     /* ep_neon_narrow16 */
-                     "sqxtn v0.4h, v0.4s\n\t"
-                     "sqxtn2 v0.8h, v1.4s\n\t"
-                     "sqxtn v2.4h, v2.4s\n\t"
-                     "sqxtn2 v2.8h, v3.4s\n\t"
-                     "sqadd v0.8h, v0.8h, v12.8h\n\t"
-                     "sqadd v2.8h, v2.8h, v12.8h\n\t"
-                     "sqxtn v0.8b, v0.8h\n\t"
-                     "sqxtn2 v0.16b, v2.8h\n\t"
-                     "smax v0.16b, v0.16b, v13.16b\n\t"
-                     "smin v0.16b, v0.16b, v14.16b\n\t"
-                     "st1 {v0.16b}, [%[dst]], %[ostride]\n\t"
-                     "subs %[n], %[n], #1\n\t"
+                     EP_DW3_PIXEL
+                     "3:\n\t"
+                     EP_DW3_PIXEL
+                     "subs %[n], %[n], #2\n\t"
                      "b.ne 1b\n\t"
                      /* the next channel block */
                      "add %[fold], %[fold], #64\n\t"
@@ -236,8 +286,8 @@ static void row3_fast_full(const int8_t *e0, const int8_t *e1, const int8_t *e2,
                      : [e0] "+r"(e0), [e1] "+r"(e1), [e2] "+r"(e2), [w] "+r"(w), [out] "+r"(out), [fold] "+r"(fold),
                        [mult] "+r"(mult), [shift] "+r"(shift), [blocks] "+r"(blocks), [p0] "=&r"(p0),
                        [p1] "=&r"(p1), [p2] "=&r"(p2), [dst] "=&r"(dst), [n] "=&r"(n)
-                     : [pixels] "r"(pixels), [stride] "r"(stride), [ostride] "r"(out_stride),
-                       [off] "r"(&o->out_off), [amin] "r"(&o->act_min), [amax] "r"(&o->act_max)
+                     : [pixels] "r"(pixels), [s0] "r"(s0), [s1] "r"(s1), [s2] "r"(s2), [ostride] "r"(out_stride),
+                       [o] "r"(o)
                      : "cc", "memory", "v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11", "v12",
                        "v13", "v14", "v16", "v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25", "v26",
                        "v27", "v28", "v29", "v30", "v31");
@@ -294,6 +344,178 @@ static void lookup_rows(const ep_conv_params_t *params, const int8_t *image, con
     }
 }
 
+#if defined(__GNUC__)
+/* `count` entries of nb x 64 bytes at d: 16 channels of rows p, p + o1, p + o2 (and p + o3 when
+ * `four`; otherwise byte 3 of each lane is left unspecified: a tap past k_h, weight 0), p
+ * advancing `step` bytes per entry. In assembly: GCC's loop takes half as many instructions
+ * again (counters, and zeroing the fourth register every time). */
+static void interleave_run(const int8_t *p, int64_t step, int64_t o1, int64_t o2, int64_t o3, int64_t nb,
+                           int64_t count, int8_t *d, int four)
+{
+    const int8_t *p1 = p + o1, *p2 = p + o2, *p3 = p + o3;
+    const int64_t adv = step - nb * 16;
+    int64_t n;
+    if (four) {
+        __asm__ volatile("2:\n\t"
+                         "mov %[n], %[nb]\n"
+                         "1:\n\t"
+                         "ld1 {v4.16b}, [%[p0]], #16\n\t"
+                         "ld1 {v5.16b}, [%[p1]], #16\n\t"
+                         "ld1 {v6.16b}, [%[p2]], #16\n\t"
+                         "ld1 {v7.16b}, [%[p3]], #16\n\t"
+                         "st4 {v4.16b-v7.16b}, [%[d]], #64\n\t"
+                         "subs %[n], %[n], #1\n\t"
+                         "b.ne 1b\n\t"
+                         "add %[p0], %[p0], %[adv]\n\t"
+                         "add %[p1], %[p1], %[adv]\n\t"
+                         "add %[p2], %[p2], %[adv]\n\t"
+                         "add %[p3], %[p3], %[adv]\n\t"
+                         "subs %[count], %[count], #1\n\t"
+                         "b.ne 2b\n"
+                         : [p0] "+r"(p), [p1] "+r"(p1), [p2] "+r"(p2), [p3] "+r"(p3), [d] "+r"(d),
+                           [count] "+r"(count), [n] "=&r"(n)
+                         : [nb] "r"(nb), [adv] "r"(adv)
+                         : "cc", "memory", "v4", "v5", "v6", "v7");
+    } else {
+        __asm__ volatile("2:\n\t"
+                         "mov %[n], %[nb]\n"
+                         "1:\n\t"
+                         "ld1 {v4.16b}, [%[p0]], #16\n\t"
+                         "ld1 {v5.16b}, [%[p1]], #16\n\t"
+                         "ld1 {v6.16b}, [%[p2]], #16\n\t"
+                         "st4 {v4.16b-v7.16b}, [%[d]], #64\n\t"
+                         "subs %[n], %[n], #1\n\t"
+                         "b.ne 1b\n\t"
+                         "add %[p0], %[p0], %[adv]\n\t"
+                         "add %[p1], %[p1], %[adv]\n\t"
+                         "add %[p2], %[p2], %[adv]\n\t"
+                         "subs %[count], %[count], #1\n\t"
+                         "b.ne 2b\n"
+                         : [p0] "+r"(p), [p1] "+r"(p1), [p2] "+r"(p2), [d] "+r"(d), [count] "+r"(count),
+                           [n] "=&r"(n)
+                         : [nb] "r"(nb), [adv] "r"(adv)
+                         : "cc", "memory", "v4", "v5", "v6", "v7");
+    }
+}
+
+/* The interleaved column of input column ix (channels a multiple of 16): for every output row oy
+ * an entry [block][channel][tap ky] holding the k_h (<= 4) vertical taps of output row oy, taps
+ * outside the image reading `zp`. Not inlined: inside the kernel, GCC spills its loop. */
+static __attribute__((noinline)) void interleave_column(const ep_conv_params_t *params, const int8_t *image,
+                                                        int32_t in_h, int32_t in_w, int32_t c, int32_t k_h,
+                                                        int32_t out_h, int32_t ix, const int8_t *zp, int8_t *dst)
+{
+    const int32_t nb = c / 16, dh = params->dilation_h, sh = params->stride_h, row = in_w * c, entry = nb * 64;
+    const int32_t iy0 = -params->pad_h; /* first tap's row at oy = 0 */
+    /* Output rows whose taps are all inside: oy_lo <= oy < oy_hi. */
+    int32_t oy_lo = iy0 >= 0 ? 0 : (-iy0 + sh - 1) / sh;
+    const int32_t last = in_h - 1 - (k_h - 1) * dh - iy0; /* oy * sh <= last */
+    int32_t oy_hi = last < 0 ? 0 : last / sh + 1;
+    oy_hi = oy_hi < out_h ? oy_hi : out_h;
+    oy_lo = oy_lo < oy_hi ? oy_lo : oy_hi;
+    const int8_t *col = image + ix * c;
+    if (oy_hi > oy_lo) {
+        const int32_t o1 = (k_h > 1 ? 1 : 0) * dh * row, o2 = (k_h > 2 ? 2 : k_h - 1) * dh * row;
+        const int8_t *p = col + (iy0 + oy_lo * sh) * row;
+        if (k_h == 4) {
+            interleave_run(p, sh * row, o1, o2, 3 * dh * row, nb, oy_hi - oy_lo, dst + oy_lo * entry, 1);
+        } else {
+            interleave_run(p, sh * row, o1, o2, 0, nb, oy_hi - oy_lo, dst + oy_lo * entry, 0);
+        }
+    }
+    for (int32_t oy = 0; oy < out_h; ++oy) { /* the top and bottom edges */
+        if (oy == oy_lo && oy_hi > oy_lo) {
+            oy = oy_hi - 1;
+            continue;
+        }
+        const int8_t *src[4];
+        for (int j = 0; j < 4; ++j) {
+            const int32_t y = iy0 + oy * sh + (j < k_h ? j : k_h - 1) * dh;
+            src[j] = y >= 0 && y < in_h ? col + y * row : zp;
+        }
+        int8_t *d = dst + oy * entry;
+        for (int32_t b = 0; b < nb; ++b, d += 64) {
+            int8x16x4_t v;
+            v.val[0] = vld1q_s8(src[0] + 16 * b);
+            v.val[1] = vld1q_s8(src[1] + 16 * b);
+            v.val[2] = vld1q_s8(src[2] + 16 * b);
+            v.val[3] = vld1q_s8(src[3] + 16 * b);
+            vst4q_s8(d, v);
+        }
+    }
+}
+
+/* The column path, for kernels 3 wide and at most 4 tall, dilation_w 1, channels a multiple of
+ * 16 and every shift negative, chosen when the output is at least as tall as wide: the same SDOT
+ * loop as the row path (row3_fast_full) but with vertical taps interleaved, walking down output
+ * columns. Per-column costs are then paid out_w times instead of per-row costs out_h times, only
+ * the top and bottom entries of a column need the zero point, and a column outside the image is
+ * one zero-point entry read with stride 0. Interleaved input columns (out_h entries each) are
+ * kept in a cache of 3, column ix in slot ix mod 3 (the 3 columns an output column reads are
+ * consecutive). Wider outputs keep the row path, which is then the cheaper one. Scratch: see
+ * columns_scratch. */
+static void depthwise_columns(const ep_conv_params_t *params, const ep_quant_t *quant, const ep_neon_out_t *o,
+                              const ep_dims_t *input_dims, const int8_t *input, const ep_dims_t *filter_dims,
+                              const int8_t *filter, const int32_t *bias, const ep_dims_t *output_dims,
+                              int8_t *output, void *scratch)
+{
+    const int32_t in_h = input_dims->h, in_w = input_dims->w, c = input_dims->c, k_h = filter_dims->h;
+    const int32_t out_h = output_dims->h, out_w = output_dims->w, nb = c / 16, entry = nb * 64;
+    const int32_t column = out_h * entry;
+    int32_t *mult = (int32_t *)scratch;
+    int32_t *shift = mult + c;
+    int32_t *fold = shift + c;
+    int8_t *packed = (int8_t *)(fold + c);
+    int8_t *zp = packed + 12 * c;
+    int8_t *cache = zp + 4 * c;
+    ep_neon_pad_quant(quant, c, c, mult, shift);
+    /* Weights: per block of 16 channels and kernel column kx, [channel][tap ky]; their sums. */
+    for (int32_t c0 = 0; c0 < c; c0 += 16) {
+        int32x4_t sums[4] = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};
+        int8_t *dst = &packed[c0 * 12];
+        for (int32_t kx = 0; kx < 3; ++kx, dst += 64) {
+            int8x16x4_t v;
+            for (int j = 0; j < 4; ++j) {
+                v.val[j] = j < k_h ? vld1q_s8(&filter[(j * 3 + kx) * c + c0]) : vdupq_n_s8(0);
+            }
+            vst4q_s8(dst, v);
+            const int8x16x4_t w = vld1q_s8_x4(dst);
+            for (int q = 0; q < 4; ++q) {
+                sums[q] = vdotq_s32(sums[q], w.val[q], vdupq_n_s8(1));
+            }
+        }
+        for (int q = 0; q < 4; ++q) {
+            const int32x4_t b4 = bias ? vld1q_s32(&bias[c0 + 4 * q]) : vdupq_n_s32(0);
+            vst1q_s32(&fold[c0 + 4 * q], vmlaq_n_s32(b4, sums[q], quant->input_offset));
+        }
+    }
+    ep_neon_fill(zp, (int8_t)(-quant->input_offset), 4 * c);
+    for (int32_t b = 0; b < input_dims->n; ++b) {
+        const int8_t *image = &input[b * in_h * in_w * c];
+        int32_t tags[3] = {-1, -1, -1}; /* empty: no column index */
+        for (int32_t ox = 0; ox < out_w; ++ox) {
+            const int8_t *e[3];
+            int64_t step[3];
+            for (int32_t kx = 0; kx < 3; ++kx) {
+                const int32_t ix = ox * params->stride_w - params->pad_w + kx;
+                if (ix < 0 || ix >= in_w) {
+                    e[kx] = zp, step[kx] = 0; /* one zero-point entry for every pixel */
+                    continue;
+                }
+                const int32_t slot = ix % 3;
+                if (tags[slot] != ix) {
+                    tags[slot] = ix;
+                    interleave_column(params, image, in_h, in_w, c, k_h, out_h, ix, zp, &cache[slot * column]);
+                }
+                e[kx] = &cache[slot * column], step[kx] = entry;
+            }
+            row3_fast_full(e[0], e[1], e[2], step[0], step[1], step[2], packed, fold, mult, shift, o,
+                           &output[(b * out_h * out_w + ox) * c], (int64_t)out_w * c, out_h, nb);
+        }
+    }
+}
+#endif
+
 void ep_depthwise_conv2d_s8_neon_dot(const ep_conv_params_t *params, int32_t depth_multiplier, const ep_quant_t *quant,
                                      const ep_dims_t *input_dims, const int8_t *input, const ep_dims_t *filter_dims,
                                      const int8_t *filter, const int32_t *bias, const ep_dims_t *output_dims,
@@ -304,6 +526,16 @@ void ep_depthwise_conv2d_s8_neon_dot(const ep_conv_params_t *params, int32_t dep
                                     output_dims, output, scratch);
         return;
     }
+#if defined(__GNUC__)
+    if (columns_fit(filter_dims, output_dims) && params->dilation_w == 1) {
+        const ep_neon_out_t o = ep_neon_out_init(quant, output_dims->c);
+        if (o.fast) {
+            depthwise_columns(params, quant, &o, input_dims, input, filter_dims, filter, bias, output_dims, output,
+                              scratch);
+            return;
+        }
+    }
+#endif
     const int32_t in_h = input_dims->h, in_w = input_dims->w, c = input_dims->c;
     const int32_t k_h = filter_dims->h, k_w = filter_dims->w, n_groups = groups(filter_dims);
     const int32_t out_h = output_dims->h, out_w = output_dims->w;
@@ -385,7 +617,7 @@ void ep_depthwise_conv2d_s8_neon_dot(const ep_conv_params_t *params, int32_t dep
             if (k_h * n_groups == 3 && o.fast && c == cp) {
                 const int8_t *r1 = n_groups == 3 ? rows[0] + 64 * nb : rows[1];
                 const int8_t *r2 = n_groups == 3 ? rows[0] + 128 * nb : rows[2];
-                row3_fast_full(rows[0], r1, r2, stride, packed, fold, mult, shift, &o,
+                row3_fast_full(rows[0], r1, r2, stride, stride, stride, packed, fold, mult, shift, &o,
                                &output[((b * out_h + oy) * out_w) * c], c, out_w, nb);
                 continue;
             }
