@@ -158,6 +158,35 @@ def test_dsp_depthwise_fast_path_geometries(lib, dsp_lib):
     assert case > 100
 
 
+def test_dsp_conv_small_k_path(lib, dsp_lib):
+    """CONV_2D with k_h * k_w * in_c not a multiple of 4 and few output channels (first layers such as
+    3x3x3 -> 8): int16 weights in scratch, columns widened straight from the image rows when the
+    window is inside it, gathered at the borders. Strides, dilations, SAME/VALID, odd pixel counts,
+    batches, activations, shifts outside the one-shift range and extreme zero points."""
+    rng = np.random.default_rng(18)
+    case = 0
+    for in_c, (k_h, k_w) in ((3, (3, 3)), (1, (3, 3)), (3, (1, 1)), (2, (1, 3)), (5, (3, 1)), (3, (5, 5)), (7, (1, 1)),
+                             (1, (5, 5)), (6, (3, 3)), (3, (2, 3))):
+        for (s_h, s_w), (d_h, d_w) in (((1, 1), (1, 1)), ((2, 2), (1, 1)), ((1, 2), (2, 1)), ((3, 1), (1, 2))):
+            for padding in ("SAME", "VALID"):
+                in_h, in_w = (int(v) for v in rng.integers(1, 14, 2))
+                out_h = Q.conv_output_size(in_h, k_h, s_h, d_h, padding)
+                out_w = Q.conv_output_size(in_w, k_w, s_w, d_w, padding)
+                if out_h <= 0 or out_w <= 0:
+                    continue
+                out_c = int(rng.choice([1, 2, 3, 8, 11, 16]))
+                c = dict(in_h=in_h, in_w=in_w, in_c=in_c, out_c=out_c, k_h=k_h, k_w=k_w, s_h=s_h, s_w=s_w, d_h=d_h,
+                         d_w=d_w, padding=padding, out_h=out_h, out_w=out_w, mult=1,
+                         activation=("NONE", "RELU", "RELU6")[case % 3], batch=int(rng.choice([1, 2, 3])))
+                in_zp = (None, -128, 127)[case % 3]
+                expected, got, _ = run_conv(lib, dsp_lib, c, rng, False, in_zp=in_zp, use_bias=case % 5 != 0,
+                                            big_shifts=case % 4 == 1)
+                assert np.array_equal(got, expected), (
+                    f"case {case}: {c} in_zp {in_zp}, {np.count_nonzero(got != expected)} outputs differ")
+                case += 1
+    assert case > 60
+
+
 def test_dsp_requantization_outside_the_one_shift_range(lib, dsp_lib):
     """Channels with shift -1..2 take ep_requantize_fast's general branch inside every kernel."""
     rng = np.random.default_rng(17)

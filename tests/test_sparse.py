@@ -278,3 +278,87 @@ def test_view_rejects_malformed_blobs(slib):
     corrupt = bytearray(good)
     corrupt[at] = 255
     assert parse(bytes(corrupt)) == -1
+
+
+def odd_quant(rng, out_c: int, fan_in: int, activation: str, keep: list):
+    """random_quant, sometimes with one channel whose multiplier takes the left-shift or shift -1 form (the
+    DSP kernels then leave their fast requantization for the general one) and an activation range."""
+    in_scale, in_zp, f_scales, out_scale, out_zp = random_quant(rng, out_c, fan_in)
+    if rng.random() < 0.3:
+        f_scales[int(rng.integers(out_c))] = out_scale / in_scale * float(rng.choice([0.3, 0.7, 1.5, 3.0]))
+    return quant_struct(in_scale, in_zp, f_scales, out_scale, out_zp, activation, keep), in_zp
+
+
+def test_dsp_multi_pixel_paths_match_dense(slib):
+    """The DSP conv drivers' 4-pixel paths: a 1x1 kernel over contiguous pixels (one widening per group),
+    groups of 4 interior pixels of a kernel row (I % 8 == 0), the per-pixel fallback at borders and in
+    the last group, with 1x4-block and dead-row pruning at the sparsities the kernels are tuned for,
+    and both requantization paths (all channels in the fast form with no activation, or not)."""
+    rng = np.random.default_rng(21)
+    fns = ("ep_conv2d_s8_block4_dsp", "ep_conv2d_s8_dead_dsp", "ep_conv2d_s8_unstructured_dsp")
+    fmt_of = {"ep_conv2d_s8_block4_dsp": "block4", "ep_conv2d_s8_dead_dsp": "dead",
+              "ep_conv2d_s8_unstructured_dsp": "unstructured"}
+    for case in range(150):
+        k = int(rng.choice([1, 1, 3, 3, 5]))
+        stride, (d_h, d_w) = int(rng.choice([1, 1, 2])), (int(v) for v in rng.choice([1, 1, 2], 2))
+        padding = str(rng.choice(["SAME", "VALID"])) if k > 1 else "VALID"
+        in_h, in_w = int(rng.integers(k * d_h, 16)), int(rng.integers(k * d_w, 16))
+        in_c, out_c = int(rng.choice([4, 8, 12, 16, 24, 64])), int(rng.integers(1, 20))
+        out_h, out_w = Q.conv_output_size(in_h, k, stride, d_h, padding), Q.conv_output_size(in_w, k, stride, d_w, padding)
+        batches = int(rng.integers(1, 3))
+        w_shape, in_shape, out_shape = (out_c, k, k, in_c), (batches, in_h, in_w, in_c), (batches, out_h, out_w, out_c)
+        rows = rng.integers(-127, 128, (out_c, k * k * in_c // 4, 4)).astype(np.int8)
+        rows[rng.random(rows.shape[:2]) < float(rng.choice([0.0, 0.5, 0.7, 0.9, 1.0]))] = 0  # whole 1x4 blocks
+        rows[rng.random(out_c) < 0.2] = 0  # dead rows
+        w = rows.reshape(w_shape)
+        bias = rng.integers(-3000, 3000, out_c).astype(np.int32)
+        keep: list = []
+        activation = str(rng.choice(["NONE", "NONE", "RELU"]))
+        q, in_zp = odd_quant(rng, out_c, k * k * in_c, activation, keep)
+        params = ConvParams(stride, stride, d_h, d_w, Q.conv_padding(in_h, k, stride, d_h, out_h, padding),
+                            Q.conv_padding(in_w, k, stride, d_w, out_w, padding))
+        x = rng.integers(-128, 128, in_shape).astype(np.int8)
+        dims = [Dims(*in_shape), Dims(*w_shape), Dims(*out_shape)]
+        ref = np.zeros(out_shape, np.int8)
+        slib.ep_conv2d_s8_portable(ctypes.byref(params), ctypes.byref(q), ctypes.byref(dims[0]), ptr(x, I8),
+                                   ctypes.byref(dims[1]), ptr(w, I8), ptr(bias, I32), ctypes.byref(dims[2]), ptr(ref, I8), None)
+        for fn in fns:
+            s, blob = view(slib, encode(fmt_of[fn], w, bias, -in_zp, "conv"))
+            size = slib.ep_conv2d_s8_sparse_scratch_size(ctypes.byref(s), ctypes.byref(dims[0]), ctypes.byref(dims[1]),
+                                                        ctypes.byref(dims[2]))
+            scratch = np.full(size + 8, 0xA5, np.uint8)
+            got = np.zeros(out_shape, np.int8)
+            getattr(slib, fn)(ctypes.byref(params), ctypes.byref(q), ctypes.byref(dims[0]), ptr(x, I8), ctypes.byref(dims[1]),
+                              ctypes.byref(s), ctypes.byref(dims[2]), ptr(got, I8), ptr(scratch, ctypes.c_uint8))
+            where = f"case {case} {fn}: {in_shape} k{k} s{stride} d{d_h},{d_w} {padding} -> {out_c}, {activation}"
+            assert np.array_equal(got, ref), f"{where}: {np.count_nonzero(got != ref)} outputs differ"
+            assert np.all(scratch[size:] == 0xA5), f"{where}: wrote past its scratch"
+
+
+def test_dsp_fully_connected_block_rows_match_dense(slib):
+    """FULLY_CONNECTED DSP rows (two blocks per step, odd block counts, per-row requantization forms)."""
+    rng = np.random.default_rng(22)
+    for case in range(200):
+        batches, n_in, n_out = int(rng.integers(1, 4)), int(rng.choice([4, 8, 20, 64, 256, 300])), int(rng.integers(1, 40))
+        rows = rng.integers(-127, 128, (n_out, (n_in + 3) // 4, 4)).astype(np.int8)
+        rows[rng.random(rows.shape[:2]) < float(rng.choice([0.0, 0.5, 0.7, 0.9, 1.0]))] = 0
+        rows[rng.random(n_out) < 0.2] = 0
+        w = np.ascontiguousarray(rows.reshape(n_out, -1)[:, :n_in])
+        bias = rng.integers(-3000, 3000, n_out).astype(np.int32)
+        keep: list = []
+        activation = str(rng.choice(["NONE", "NONE", "RELU6"]))
+        q, in_zp = odd_quant(rng, n_out, n_in, activation, keep)
+        x = rng.integers(-128, 128, (batches, n_in)).astype(np.int8)
+        ref = np.zeros((batches, n_out), np.int8)
+        slib.ep_fully_connected_s8_portable(ctypes.byref(q), batches, n_in, n_out, ptr(x, I8), ptr(w, I8), ptr(bias, I32),
+                                            ptr(ref, I8), None)
+        for fmt in ("block4", "dead"):
+            s, blob = view(slib, encode(fmt, w, bias, -in_zp, "fc"))
+            size = slib.ep_fully_connected_s8_sparse_scratch_size(ctypes.byref(s), batches)
+            scratch = np.full(size + 8, 0xA5, np.uint8)
+            got = np.zeros((batches, n_out), np.int8)
+            getattr(slib, f"ep_fully_connected_s8_{fmt}_dsp")(ctypes.byref(q), batches, ptr(x, I8), ctypes.byref(s),
+                                                              ptr(got, I8), ptr(scratch, ctypes.c_uint8))
+            where = f"case {case} {fmt}_dsp: {batches}x{n_in}->{n_out}, {activation}"
+            assert np.array_equal(got, ref), f"{where}: {np.count_nonzero(got != ref)} outputs differ"
+            assert np.all(scratch[size:] == 0xA5), f"{where}: wrote past its scratch"

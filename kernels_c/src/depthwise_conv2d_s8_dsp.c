@@ -5,8 +5,8 @@
  * the input lines the kernel window needs are widened into channel-planar int16 lines in scratch
  * (input offset added, padding as zeros; a cache of k lines, so each input line is widened once
  * per block), and the weights into (tap, next tap along the line) int16 pairs. Two adjacent taps are
- * then one unaligned word load and one SMLAD; a 3x3 kernel's weights stay in registers and, at
- * stride 1, four outputs share five word loads per kernel row and are requantized on the spot.
+ * then one unaligned word load and one SMLAD; at 3x3 stride 1, four outputs share five word loads
+ * per kernel row (one asm block on Arm, see ep_dw_3x3_group4) and are requantized on the spot.
  * Other lines' accumulators are requantized in a second loop, the channel's constants set up once.
  * General path (any multiplier or dilation, channels left over from the blocks): per output pixel
  * the window is clipped to the image once, four channels at a time split by SXTAB16/SXTB16 into
@@ -160,9 +160,21 @@ EP_DSP_NOINLINE static void ep_dw_fill_line(const int8_t *image, const ep_dw_geo
         }
         return;
     }
-    int32_t i = line * g->line_step + (x0 - g->pad) * g->elem_step + c;
-    for (int32_t x = x0; x < x1; ++x, i += g->elem_step) {
-        const int32_t v = ep_dsp_read32(&image[i]);
+    const int32_t step = g->elem_step; /* a local: the stores below could alias *g */
+    const int8_t *src = &image[line * g->line_step + (x0 - g->pad) * step + c];
+    int32_t x = x0;
+    /* Two positions at a time: each plane gets one (unaligned) word store. */
+    for (; x + 2 <= x1; x += 2, src += 2 * step) {
+        const int32_t va = ep_dsp_read32(src), vb = ep_dsp_read32(src + step);
+        const int32_t ea = __sxtab16(offset2, va), oa = ep_dsp_sxtab16_ror8(offset2, va);
+        const int32_t eb = __sxtab16(offset2, vb), ob = ep_dsp_sxtab16_ror8(offset2, vb);
+        ep_dsp_write32(p0 + x, ep_dsp_pack_lo(ea, eb));
+        ep_dsp_write32(p1 + x, ep_dsp_pack_lo(oa, ob));
+        ep_dsp_write32(p2 + x, ep_dsp_pack_hi(ea, eb));
+        ep_dsp_write32(p3 + x, ep_dsp_pack_hi(oa, ob));
+    }
+    for (; x < x1; ++x, src += step) {
+        const int32_t v = ep_dsp_read32(src);
         const int32_t even = __sxtab16(offset2, v), odd = ep_dsp_sxtab16_ror8(offset2, v);
         p0[x] = (int16_t)even;
         p2[x] = (int16_t)((uint32_t)even >> 16);
@@ -266,6 +278,63 @@ static inline void ep_dw_line_3x3(const int16_t *plane, const int32_t *line_off,
     }
 }
 
+/* Four outputs of the 3x3 stride-1 loop: the dot products of EP_DW_3X3_ROW over the three rows.
+ * prm holds w01a, w2a, w01b, w2b, w01c, w2c (third taps in top halves), acc0, and the byte offsets
+ * of rows 1 and 2 from row 0; p points at row 0, output position o. On Arm this is one asm block:
+ * written in C, the loop around it needs more registers than there are and GCC spills about a
+ * quarter of its instructions; here the weights come in pairs by LDRD when a row needs them. */
+#if defined(EP_BACKEND_DSP) && defined(__GNUC__)
+#define EP_DW_ASM_ROW(w_off)                                                                                          \
+    "ldrd %[w0], %[w1], [%[prm], #" #w_off "]\n\t"                                                                    \
+    "ldr %[x], [%[q]]\n\t"                                                                                            \
+    "ldr %[y], [%[q], #2]\n\t"                                                                                        \
+    "smlad %[a0], %[x], %[w0], %[a0]\n\t"                                                                             \
+    "smlatt %[a0], %[y], %[w1], %[a0]\n\t"                                                                            \
+    "smlad %[a1], %[y], %[w0], %[a1]\n\t"                                                                             \
+    "ldr %[x], [%[q], #4]\n\t"                                                                                        \
+    "smlatt %[a1], %[x], %[w1], %[a1]\n\t"                                                                            \
+    "smlad %[a2], %[x], %[w0], %[a2]\n\t"                                                                             \
+    "ldr %[y], [%[q], #6]\n\t"                                                                                        \
+    "smlatt %[a2], %[y], %[w1], %[a2]\n\t"                                                                            \
+    "smlad %[a3], %[y], %[w0], %[a3]\n\t"                                                                             \
+    "ldr %[x], [%[q], #8]\n\t"                                                                                        \
+    "smlatt %[a3], %[x], %[w1], %[a3]\n\t"
+
+static inline void ep_dw_3x3_group4(const int16_t *p, const int32_t *prm, int32_t *acc)
+{
+    int32_t a0, a1, a2, a3, x, y, w0, w1;
+    const int16_t *q;
+    __asm__("ldr %[a3], [%[prm], #24]\n\t" /* acc0, the start of every accumulator */
+            "ldrd %[w0], %[w1], [%[prm]]\n\t"
+            "ldr %[x], [%[p]]\n\t"
+            "ldr %[y], [%[p], #2]\n\t"
+            "smlad %[a0], %[x], %[w0], %[a3]\n\t"
+            "smlatt %[a0], %[y], %[w1], %[a0]\n\t"
+            "smlad %[a1], %[y], %[w0], %[a3]\n\t"
+            "ldr %[x], [%[p], #4]\n\t"
+            "smlatt %[a1], %[x], %[w1], %[a1]\n\t"
+            "smlad %[a2], %[x], %[w0], %[a3]\n\t"
+            "ldr %[y], [%[p], #6]\n\t"
+            "smlatt %[a2], %[y], %[w1], %[a2]\n\t"
+            "smlad %[a3], %[y], %[w0], %[a3]\n\t"
+            "ldr %[x], [%[p], #8]\n\t"
+            "smlatt %[a3], %[x], %[w1], %[a3]\n\t"
+            "ldr %[q], [%[prm], #28]\n\t"
+            "add %[q], %[q], %[p]\n\t"
+            EP_DW_ASM_ROW(8)
+            "ldr %[q], [%[prm], #32]\n\t"
+            "add %[q], %[q], %[p]\n\t"
+            EP_DW_ASM_ROW(16)
+            : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [x] "=&r"(x), [y] "=&r"(y),
+              [w0] "=&r"(w0), [w1] "=&r"(w1), [q] "=&r"(q)
+            : [p] "r"(p), [prm] "r"(prm), "m"(*(const int32_t(*)[9])prm));
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+#endif
+
 /* 3x3, stride 1, requantization fused in (channels in the one-shift range): four outputs at a time
  * (then two, then one) sharing each row's words, straight to int8 without a round trip through the
  * accumulator line. */
@@ -278,17 +347,28 @@ static EP_DSP_ALWAYS_INLINE void ep_dw_line_3x3_fused(int full, const int16_t *p
     const int32_t w01a = wpack[0], w01b = wpack[2], w01c = wpack[4];
     const int32_t w2a = (int32_t)((uint32_t)wpack[1] << 16), w2b = (int32_t)((uint32_t)wpack[3] << 16);
     const int32_t w2c = (int32_t)((uint32_t)wpack[5] << 16);
-    const int32_t zp = rq.output_offset, lo = rq.activation_min, hi = rq.activation_max;
+    /* The output offset goes into the final halving: ((f + 1) >> 1) + zp == (f + 1 + 2 zp) >> 1. */
+    const int32_t zp2 = 2 * rq.output_offset + 1, lo = rq.activation_min, hi = rq.activation_max;
     int32_t o = 0;
+#if defined(EP_BACKEND_DSP) && defined(__GNUC__)
+    const int32_t prm[9] = {w01a, w2a, w01b, w2b, w01c, w2c, acc0, (int32_t)((r1 - r0) * 2),
+                            (int32_t)((r2 - r0) * 2)};
+#endif
     for (; o + 4 <= out_len; o += 4) {
+#if defined(EP_BACKEND_DSP) && defined(__GNUC__)
+        int32_t acc[4];
+        ep_dw_3x3_group4(r0 + o, prm, acc);
+        const int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+#else
         int32_t a0 = acc0, a1 = acc0, a2 = acc0, a3 = acc0;
         EP_DW_3X3_ROW(r0, w01a, w2a);
         EP_DW_3X3_ROW(r1, w01b, w2b);
         EP_DW_3X3_ROW(r2, w01c, w2c);
-        const int32_t v0 = ep_multiply_by_quantized_multiplier_rshift(a0, multiplier, right_shift) + zp;
-        const int32_t v1 = ep_multiply_by_quantized_multiplier_rshift(a1, multiplier, right_shift) + zp;
-        const int32_t v2 = ep_multiply_by_quantized_multiplier_rshift(a2, multiplier, right_shift) + zp;
-        const int32_t v3 = ep_multiply_by_quantized_multiplier_rshift(a3, multiplier, right_shift) + zp;
+#endif
+        const int32_t v0 = (ep_multiply_by_quantized_multiplier_rshift_floor(a0, multiplier, right_shift) + zp2) >> 1;
+        const int32_t v1 = (ep_multiply_by_quantized_multiplier_rshift_floor(a1, multiplier, right_shift) + zp2) >> 1;
+        const int32_t v2 = (ep_multiply_by_quantized_multiplier_rshift_floor(a2, multiplier, right_shift) + zp2) >> 1;
+        const int32_t v3 = (ep_multiply_by_quantized_multiplier_rshift_floor(a3, multiplier, right_shift) + zp2) >> 1;
         out[o * out_step] = (int8_t)ep_dsp_clamp(full, v0, lo, hi);
         out[(o + 1) * out_step] = (int8_t)ep_dsp_clamp(full, v1, lo, hi);
         out[(o + 2) * out_step] = (int8_t)ep_dsp_clamp(full, v2, lo, hi);
@@ -305,8 +385,8 @@ static EP_DSP_ALWAYS_INLINE void ep_dw_line_3x3_fused(int full, const int16_t *p
         x01 = ep_dsp_read32(r2 + o), x12 = ep_dsp_read32(r2 + o + 1), x23 = ep_dsp_read32(r2 + o + 2);
         a = __smlatt(x12, w2c, __smlad(x01, w01c, a));
         b = __smlatt(x23, w2c, __smlad(x12, w01c, b));
-        const int32_t va = ep_multiply_by_quantized_multiplier_rshift(a, multiplier, right_shift) + zp;
-        const int32_t vb = ep_multiply_by_quantized_multiplier_rshift(b, multiplier, right_shift) + zp;
+        const int32_t va = (ep_multiply_by_quantized_multiplier_rshift_floor(a, multiplier, right_shift) + zp2) >> 1;
+        const int32_t vb = (ep_multiply_by_quantized_multiplier_rshift_floor(b, multiplier, right_shift) + zp2) >> 1;
         out[o * out_step] = (int8_t)ep_dsp_clamp(full, va, lo, hi);
         out[(o + 1) * out_step] = (int8_t)ep_dsp_clamp(full, vb, lo, hi);
     }
@@ -315,7 +395,7 @@ static EP_DSP_ALWAYS_INLINE void ep_dw_line_3x3_fused(int full, const int16_t *p
         a = __smlatt(ep_dsp_read32(r0 + o + 1), w2a, __smlad(ep_dsp_read32(r0 + o), w01a, a));
         a = __smlatt(ep_dsp_read32(r1 + o + 1), w2b, __smlad(ep_dsp_read32(r1 + o), w01b, a));
         a = __smlatt(ep_dsp_read32(r2 + o + 1), w2c, __smlad(ep_dsp_read32(r2 + o), w01c, a));
-        const int32_t va = ep_multiply_by_quantized_multiplier_rshift(a, multiplier, right_shift) + zp;
+        const int32_t va = (ep_multiply_by_quantized_multiplier_rshift_floor(a, multiplier, right_shift) + zp2) >> 1;
         out[o * out_step] = (int8_t)ep_dsp_clamp(full, va, lo, hi);
     }
 }
@@ -328,17 +408,21 @@ EP_DSP_NOINLINE static void ep_dw_block_line(const ep_dw_geom_t *g, const int16_
 {
     const int32_t line_len = ep_dw_line_len(g->len_in, g->k_along);
     const int32_t per_channel = g->k_cross * ((g->k_along + 1) / 2); /* packed weight words */
+    /* Locals: the int8 stores below may alias *g, which would be reloaded for every channel. */
+    const int32_t out_len = g->out_len, out_step = g->out_elem_step;
+    const int fused = g->k_cross == 3 && g->k_along == 3 && g->stride == 1;
+    const int full = rq.activation_min == -128 && rq.activation_max == 127;
     for (int32_t j = 0; j < 4; ++j) {
         const int16_t *plane = cache + j * line_len;
         const int32_t *w = wpack + j * per_channel;
         const int32_t acc0 = bias ? bias[j] : 0;
-        if (g->k_cross == 3 && g->k_along == 3 && g->stride == 1 && ep_rshift_form_applies(multiplier[j], shift[j])) {
-            if (rq.activation_min == -128 && rq.activation_max == 127) {
-                ep_dw_line_3x3_fused(1, plane, line_off, w, g->out_len, acc0, multiplier[j], -shift[j], rq, out + j,
-                                     g->out_elem_step);
+        if (fused && ep_rshift_form_applies(multiplier[j], shift[j])) {
+            if (full) {
+                ep_dw_line_3x3_fused(1, plane, line_off, w, out_len, acc0, multiplier[j], -shift[j], rq, out + j,
+                                     out_step);
             } else {
-                ep_dw_line_3x3_fused(0, plane, line_off, w, g->out_len, acc0, multiplier[j], -shift[j], rq, out + j,
-                                     g->out_elem_step);
+                ep_dw_line_3x3_fused(0, plane, line_off, w, out_len, acc0, multiplier[j], -shift[j], rq, out + j,
+                                     out_step);
             }
             continue;
         }
@@ -368,33 +452,48 @@ static void ep_dw_fast(const ep_dw_geom_t *g, const ep_quant_t *quant, const ep_
     int32_t *tags = wpack + 4 * k_cross * pairs;
     int32_t *line_off = tags + k_cross;
     int32_t *accs = line_off + k_cross; /* one output line's accumulators */
+    const int32_t per_channel = k_cross * pairs; /* packed weight words */
+    const int32_t cross_step = g->cross_stride % k_cross;
+
+    /* Padding positions are never written by ep_dw_fill_line: zero them once for all blocks. */
+    memset(cache, 0, (size_t)(k_cross * 4 * line_len) * sizeof(int16_t));
 
     for (int32_t b = 0; b < input_dims->n; ++b) {
         const int8_t *image = &input[b * image_size];
         for (int32_t blk = 0; blk < blocks; ++blk) {
             const int32_t c = blk * 4;
-            /* Weights as (tap, next tap along the line) int16 pairs; an odd last tap alone. */
-            for (int32_t j = 0; j < 4; ++j) {
-                for (int32_t kc = 0; kc < k_cross; ++kc) {
-                    for (int32_t p = 0; p < pairs; ++p) {
-                        const int32_t tap = kc * g->tap_cross + 2 * p * g->tap_along;
-                        const int32_t lo = filter[tap * out_c + c + j];
-                        const int32_t hi = 2 * p + 1 < k_along ? filter[(tap + g->tap_along) * out_c + c + j] : 0;
-                        wpack[(j * k_cross + kc) * pairs + p] =
-                            (int32_t)(((uint32_t)lo & 0xFFFFu) | ((uint32_t)hi << 16));
-                    }
+            /* Weights as (tap, next tap along the line) int16 pairs, an odd last tap alone: the 4
+             * channels' bytes of two taps are split into (c, c+2) and (c+1, c+3) halfword pairs, then
+             * repacked per channel. */
+            for (int32_t kc = 0; kc < k_cross; ++kc) {
+                for (int32_t p = 0; p < pairs; ++p) {
+                    const int32_t tap = kc * g->tap_cross + 2 * p * g->tap_along;
+                    const int32_t v0 = ep_dsp_read32(&filter[tap * out_c + c]);
+                    const int32_t next = (tap + g->tap_along) * out_c + c;
+                    const int32_t v1 = 2 * p + 1 < k_along ? ep_dsp_read32(&filter[next]) : 0;
+                    const int32_t e0 = __sxtb16(v0), o0 = ep_dsp_sxtb16_ror8(v0);
+                    const int32_t e1 = __sxtb16(v1), o1 = ep_dsp_sxtb16_ror8(v1);
+                    int32_t *w = wpack + kc * pairs + p;
+                    w[0] = ep_dsp_pack_lo(e0, e1);
+                    w[per_channel] = ep_dsp_pack_lo(o0, o1);
+                    w[2 * per_channel] = ep_dsp_pack_hi(e0, e1);
+                    w[3 * per_channel] = ep_dsp_pack_hi(o0, o1);
                 }
             }
-            memset(cache, 0, (size_t)(k_cross * 4 * line_len) * sizeof(int16_t)); /* padding positions */
             for (int32_t kc = 0; kc < k_cross; ++kc) {
                 tags[kc] = INT32_MIN; /* nothing cached (no line index is INT32_MIN) */
             }
+            /* Slot of line0 modulo k_cross, kept up to date without divisions (dilation 1). */
+            int32_t slot0 = ((-g->cross_pad) % k_cross + k_cross) % k_cross;
             for (int32_t ol = 0; ol < g->out_lines; ++ol) {
                 const int32_t line0 = ol * g->cross_stride - g->cross_pad;
                 for (int32_t kc = 0; kc < k_cross; ++kc) {
                     const int32_t line = line0 + g->cross_dilation * kc;
                     /* Consecutive lines never share a slot (dilation 1); otherwise one slot per tap line. */
-                    const int32_t slot = g->cross_dilation == 1 ? ((line % k_cross) + k_cross) % k_cross : kc;
+                    int32_t slot = kc;
+                    if (g->cross_dilation == 1) {
+                        slot = slot0 + kc < k_cross ? slot0 + kc : slot0 + kc - k_cross;
+                    }
                     if (tags[slot] != line) {
                         ep_dw_fill_line(image, g, line, c, line_len, offset2, cache + slot * 4 * line_len);
                         tags[slot] = line;
@@ -403,6 +502,8 @@ static void ep_dw_fast(const ep_dw_geom_t *g, const ep_quant_t *quant, const ep_
                 }
                 ep_dw_block_line(g, cache, line_off, wpack, bias ? bias + c : NULL, rq.multiplier + c,
                                  rq.shift + c, rq, &output[b * out_image_size + ol * g->out_line_step + c], accs);
+                slot0 += cross_step;
+                slot0 = slot0 < k_cross ? slot0 : slot0 - k_cross;
             }
         }
     }

@@ -65,14 +65,22 @@ static inline int32_t ep_saturating_rounding_doubling_high_mul_fast(int32_t a, i
  * by powers of two compose, and with m > 0 the sign of x m + 2^30 may be replaced by that of x.
  * With t = x m + (x < 0 ? -2^30 : 2^30) that is (floor(t / 2^(30 + r)) + 1) >> 1, and for r >= 2
  * the inner floor is the high word of t shifted right by r - 2: SMLAL, then three 32-bit steps. */
-static inline int32_t ep_multiply_by_quantized_multiplier_rshift(int32_t x, int32_t multiplier, int32_t right_shift)
+static inline int32_t ep_multiply_by_quantized_multiplier_rshift_floor(int32_t x, int32_t multiplier,
+                                                                       int32_t right_shift)
 {
     /* x < 0 ? -2^30 : 2^30, built from the sign word so that no branch or select is needed. */
     const int32_t sign = x >> 31;
     const uint32_t nudge_lo = ((uint32_t)sign & 0x80000000u) | 0x40000000u;
     const int64_t nudge = (int64_t)(((uint64_t)(uint32_t)sign << 32) | nudge_lo);
     const int64_t t = (int64_t)x * (int64_t)multiplier + nudge;
-    return (((int32_t)(t >> 32) >> (right_shift - 2)) + 1) >> 1;
+    return (int32_t)(t >> 32) >> (right_shift - 2);
+}
+
+/* The result is (floor + 1) >> 1 of the function above, which kernels may use directly to fold an
+ * output offset z in: ((f + 1) >> 1) + z == (f + 1 + 2 z) >> 1 (one SSAT with ASR #1 on Arm). */
+static inline int32_t ep_multiply_by_quantized_multiplier_rshift(int32_t x, int32_t multiplier, int32_t right_shift)
+{
+    return (ep_multiply_by_quantized_multiplier_rshift_floor(x, multiplier, right_shift) + 1) >> 1;
 }
 
 /* Whether ep_multiply_by_quantized_multiplier_rshift(x, multiplier, -shift) applies. */

@@ -1,6 +1,8 @@
 /* Row functions of the matrix formats (CONV_2D and FULLY_CONNECTED share them): the dot products of
  * every live row with one or two input columns, then requantization. Accumulators start at 0 and the
- * folded bias is added last: |sum w*x| <= 128*128*65535 < 2^31, so the partial sums cannot overflow. */
+ * folded bias is added last: |sum w*x| <= 128*128*65535 < 2^31, so the partial sums cannot overflow.
+ * The DSP row functions start from the bias instead (one add less per output): SMLAD/SMLABB wrap
+ * modulo 2^32, so the final sum is the same int32 the portable order computes. */
 #ifndef EP_SPARSE_ROWS_H_
 #define EP_SPARSE_ROWS_H_
 
@@ -129,8 +131,12 @@ static inline void ep_sparse_rows_dead(const ep_sparse_s8_t *w, const ep_quant_t
 /* The DSP variants of block4 and dead read inputs already widened to int16 by the drivers below: per
  * block of 4 positions and per column, the words SXTB16(x) = (x0,x2) and SXTB16(x ror 8) = (x1,x3), so a
  * block costs one LDR of weights, two SXTB16 and one SMLAD pair per column. Conv drivers interleave 4
- * output pixels (8 words per block), which also lets the 4 requantizations of a channel share their
- * per-channel work; FULLY_CONNECTED widens one batch row at a time (2 words per block). */
+ * output pixels (8 words per block): one decoded block feeds 8 SMLADs, and the 4 requantizations of a
+ * channel share its parameters. Requantization is checked once per call (ep_sparse_fast_rq): in the
+ * usual case (every live row in the rshift form of ep_fixedpoint.h, no activation clamp narrower than
+ * int8) it is SMLAL, three ALU steps and one SSAT per output. The conv driver widens 4 pixels' kernel
+ * rows per call when they lie inside the input (a 1x1 kernel over contiguous pixels: one call per
+ * group). FULLY_CONNECTED widens one batch row at a time (2 words per block); dead rows go two at a time. */
 /* Not inlined (GCC): a tight loop of its own instead of spills inside the drivers. */
 #if defined(__GNUC__)
 #define EP_SPARSE_NOINLINE __attribute__((noinline, unused)) static
@@ -154,99 +160,230 @@ EP_SPARSE_NOINLINE void ep_sparse_widen(const int8_t *src, int32_t n, int32_t *d
     }
 }
 
-/* Requantizes the 4 accumulators of channel o; with all 4 columns present the calls share the
- * per-channel work (multiplier, shift, masks) once inlined. */
+/* v clamped to [lo, hi]; sat8 (a constant once inlined) says that is all of int8: one SSAT on Arm. */
 #if defined(__GNUC__)
 __attribute__((always_inline))
 #endif
-static inline void ep_sparse_out4(const ep_sparse_rq_t *rq, int32_t o, int32_t a0, int32_t a1, int32_t a2, int32_t a3,
-                                  int8_t *out, int32_t stride, int32_t n)
+static inline int32_t ep_sparse_clamp(int32_t v, int32_t lo, int32_t hi, int sat8)
 {
-    if (n == 4) { /* all four before any store: int8 stores could alias the parameters */
-        const int32_t m = rq->mult[o], sh = rq->shift[o], b = rq->bias[o];
+#if defined(EP_BACKEND_DSP)
+    if (sat8) {
+        return __ssat(v, 8);
+    }
+#else
+    (void)sat8;
+#endif
+    v = v < lo ? lo : v;
+    return v > hi ? hi : v;
+}
+
+/* Whether ep_multiply_by_quantized_multiplier_rshift applies (ep_rshift_form_applies) in two compares. */
+static inline int ep_sparse_rshift_ok(int32_t m, int32_t sh)
+{
+    return m > 0 && (uint32_t)sh + 31u <= 29u;
+}
+
+/* Requantizes channel o's 4 accumulators, which already include its bias (the rows functions start
+ * from it: SMLAD wraps, and the final sums are the int32 values the dense kernel computes), into
+ * out[c * stride + o] for the first n columns. The clamp is specialized on sat8. */
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+static inline void ep_sparse_out4_sat(const ep_sparse_rq_t *rq, int32_t o, int32_t a0, int32_t a1, int32_t a2,
+                                      int32_t a3, int8_t *out, int32_t stride, int32_t n, int sat8)
+{
+    const int32_t m = rq->mult[o], sh = rq->shift[o];
+    if (n == 4 && ep_sparse_rshift_ok(m, sh)) {
         const int32_t oo = rq->out_offset, lo = rq->lo, hi = rq->hi;
-        int32_t v0, v1, v2, v3;
-        if (ep_rshift_form_applies(m, sh)) { /* the usual case, tested once per channel */
-            v0 = ep_multiply_by_quantized_multiplier_rshift(a0 + b, m, -sh) + oo;
-            v1 = ep_multiply_by_quantized_multiplier_rshift(a1 + b, m, -sh) + oo;
-            v2 = ep_multiply_by_quantized_multiplier_rshift(a2 + b, m, -sh) + oo;
-            v3 = ep_multiply_by_quantized_multiplier_rshift(a3 + b, m, -sh) + oo;
-            v0 = v0 < lo ? lo : (v0 > hi ? hi : v0);
-            v1 = v1 < lo ? lo : (v1 > hi ? hi : v1);
-            v2 = v2 < lo ? lo : (v2 > hi ? hi : v2);
-            v3 = v3 < lo ? lo : (v3 > hi ? hi : v3);
-        } else {
-            v0 = ep_requantize_fast(a0 + b, m, sh, oo, lo, hi);
-            v1 = ep_requantize_fast(a1 + b, m, sh, oo, lo, hi);
-            v2 = ep_requantize_fast(a2 + b, m, sh, oo, lo, hi);
-            v3 = ep_requantize_fast(a3 + b, m, sh, oo, lo, hi);
-        }
-        out[o] = (int8_t)v0;
-        out[stride + o] = (int8_t)v1;
-        out[2 * stride + o] = (int8_t)v2;
-        out[3 * stride + o] = (int8_t)v3;
+        const int32_t v0 = ep_sparse_clamp(ep_multiply_by_quantized_multiplier_rshift(a0, m, -sh) + oo, lo, hi, sat8);
+        const int32_t v1 = ep_sparse_clamp(ep_multiply_by_quantized_multiplier_rshift(a1, m, -sh) + oo, lo, hi, sat8);
+        const int32_t v2 = ep_sparse_clamp(ep_multiply_by_quantized_multiplier_rshift(a2, m, -sh) + oo, lo, hi, sat8);
+        const int32_t v3 = ep_sparse_clamp(ep_multiply_by_quantized_multiplier_rshift(a3, m, -sh) + oo, lo, hi, sat8);
+        int8_t *p = out + o;
+        p[0] = (int8_t)v0;
+        p[stride] = (int8_t)v1;
+        p[2 * stride] = (int8_t)v2;
+        p[3 * stride] = (int8_t)v3;
         return;
     }
     const int32_t acc[4] = {a0, a1, a2, a3};
     for (int32_t c = 0; c < n; ++c) {
-        out[c * stride + o] = ep_sparse_rq_out(rq, o, acc[c]);
+        out[c * stride + o] = ep_requantize_fast(acc[c], m, sh, rq->out_offset, rq->lo, rq->hi);
     }
 }
 
-#define EP_SPARSE_MAC4(w02, w13, x)       \
-    do {                                  \
-        a0 = __smlad(w02, x[0], a0);      \
-        a0 = __smlad(w13, x[1], a0);      \
-        a1 = __smlad(w02, x[2], a1);      \
-        a1 = __smlad(w13, x[3], a1);      \
-        a2 = __smlad(w02, x[4], a2);      \
-        a2 = __smlad(w13, x[5], a2);      \
-        a3 = __smlad(w02, x[6], a3);      \
-        a3 = __smlad(w13, x[7], a3);      \
+/* One output of channel o (FULLY_CONNECTED); acc includes the bias. The clamp is specialized on sat8;
+ * the rshift test is per row (a precheck of all rows would cost as much with one output per row). */
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+static inline int8_t ep_sparse_out1_sat(const ep_sparse_rq_t *rq, int32_t o, int32_t acc, int sat8)
+{
+    const int32_t m = rq->mult[o], sh = rq->shift[o];
+    if (ep_sparse_rshift_ok(m, sh)) {
+        return (int8_t)ep_sparse_clamp(ep_multiply_by_quantized_multiplier_rshift(acc, m, -sh) + rq->out_offset,
+                                       rq->lo, rq->hi, sat8);
+    }
+    return ep_requantize_fast(acc, m, sh, rq->out_offset, rq->lo, rq->hi);
+}
+
+/* Whether the activation range is all of int8 (the clamp is then one SSAT). */
+static inline int ep_sparse_sat8(const ep_quant_t *q)
+{
+    return q->activation_min == -128 && q->activation_max == 127;
+}
+
+/* The usual case, checked once per call: every live row takes the rshift form and the activation
+ * range is all of int8. The rows functions then requantize with no per-row test and one SSAT. */
+static inline int ep_sparse_fast_rq(const ep_sparse_s8_t *w, const ep_quant_t *q)
+{
+    if (!ep_sparse_sat8(q)) {
+        return 0;
+    }
+    for (int32_t j = 0; j < w->n_live; ++j) {
+        const int32_t o = w->live[j];
+        if (!ep_sparse_rshift_ok(q->multiplier[o], q->shift[o])) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* ep_sparse_out4_sat for 4 columns when ep_sparse_fast_rq holds. */
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+static inline void ep_sparse_out4_fast(const ep_sparse_rq_t *rq, int32_t o, int32_t a0, int32_t a1, int32_t a2,
+                                       int32_t a3, int8_t *out, int32_t stride)
+{
+    const int32_t m = rq->mult[o], r = -rq->shift[o], oo = rq->out_offset;
+    const int32_t v0 = ep_sparse_clamp(ep_multiply_by_quantized_multiplier_rshift(a0, m, r) + oo, -128, 127, 1);
+    const int32_t v1 = ep_sparse_clamp(ep_multiply_by_quantized_multiplier_rshift(a1, m, r) + oo, -128, 127, 1);
+    const int32_t v2 = ep_sparse_clamp(ep_multiply_by_quantized_multiplier_rshift(a2, m, r) + oo, -128, 127, 1);
+    const int32_t v3 = ep_sparse_clamp(ep_multiply_by_quantized_multiplier_rshift(a3, m, r) + oo, -128, 127, 1);
+    int8_t *p = out + o;
+    p[0] = (int8_t)v0;
+    p[stride] = (int8_t)v1;
+    p[2 * stride] = (int8_t)v2;
+    p[3 * stride] = (int8_t)v3;
+}
+
+#if defined(__GNUC__)
+#define EP_SPARSE_INLINE __attribute__((always_inline)) static inline
+#else
+#define EP_SPARSE_INLINE static inline
+#endif
+
+/* Two adjacent tile words (int32_t *p, byte offset off) with one LDRD: GCC 12 issues two LDRs. */
+#if defined(EP_BACKEND_DSP) && defined(__GNUC__)
+#define EP_SPARSE_LDRD(a, b, p, off)                                   \
+    __asm__("ldrd %0, %1, [%2, #" #off "]"                             \
+            : "=&r"(a), "=&r"(b)                                       \
+            : "r"(p), "m"(*(const int32_t(*)[2])((p) + (off) / 4)))
+#else
+#define EP_SPARSE_LDRD(a, b, p, off) ((a) = (p)[(off) / 4], (b) = (p)[(off) / 4 + 1])
+#endif
+
+#define EP_SPARSE_MAC4(w02, w13, x)                 \
+    do {                                            \
+        int32_t x0_, x1_, x2_, x3_, x4_, x5_, x6_, x7_; \
+        EP_SPARSE_LDRD(x0_, x1_, x, 0);             \
+        EP_SPARSE_LDRD(x2_, x3_, x, 8);             \
+        EP_SPARSE_LDRD(x4_, x5_, x, 16);            \
+        EP_SPARSE_LDRD(x6_, x7_, x, 24);            \
+        a0 = __smlad(w02, x0_, a0);                 \
+        a0 = __smlad(w13, x1_, a0);                 \
+        a1 = __smlad(w02, x2_, a1);                 \
+        a1 = __smlad(w13, x3_, a1);                 \
+        a2 = __smlad(w02, x4_, a2);                 \
+        a2 = __smlad(w13, x5_, a2);                 \
+        a3 = __smlad(w02, x6_, a3);                 \
+        a3 = __smlad(w13, x7_, a3);                 \
     } while (0)
 
-/* 4 interleaved columns (tile: 8 words per block); writes out[c * stride + o] for the first n columns. */
-EP_SPARSE_NOINLINE void ep_sparse_rows4_block4_dsp(const ep_sparse_s8_t *w, const ep_quant_t *q, const int32_t *tile,
-                                                   int8_t *out, int32_t stride, int32_t n)
+/* 4 interleaved columns (tile: 8 words per block); writes out[c * stride + o] for the first n columns.
+ * The tile words of one column pair are adjacent: one LDRD each. */
+EP_SPARSE_INLINE void ep_sparse_rows4_block4_body(const ep_sparse_s8_t *w, const ep_quant_t *q, const int32_t *tile,
+                                                  int8_t *out, int32_t stride, int32_t n, int fast)
 {
     const ep_sparse_rq_t rq = ep_sparse_rq(q, w);
-    const uint16_t *live = w->live;
+    const uint16_t *live = w->live, *count = w->count;
     const int32_t n_live = w->n_live;
     const uint8_t *d = w->index;
     const int8_t *v = w->values;
     for (int32_t j = 0; j < n_live; ++j) {
-        const int32_t o = live[j], cnt = w->count[j];
-        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        const int32_t o = live[j];
+        const uint8_t *end = d + count[j];
+        int32_t a0 = rq.bias[o], a1 = a0, a2 = a0, a3 = a0;
         const int32_t *x = tile;
-        for (int32_t e = 0; e < cnt; ++e, v += 4) {
-            x += 8 * d[e];
+        for (; d != end; ++d, v += 4) {
+            x += 8 * *d;
             const int32_t wv = ep_dsp_read32(v);
             const int32_t w02 = __sxtb16(wv), w13 = ep_dsp_sxtb16_ror8(wv);
-            EP_SPARSE_MAC4(w02, w13, x);
+            int32_t x0, x1, x2, x3, x4, x5, x6, x7;
+            EP_SPARSE_LDRD(x0, x1, x, 0);
+            EP_SPARSE_LDRD(x2, x3, x, 8);
+            EP_SPARSE_LDRD(x4, x5, x, 16);
+            EP_SPARSE_LDRD(x6, x7, x, 24);
+            a0 = __smlad(w02, x0, a0);
+            a0 = __smlad(w13, x1, a0);
+            a1 = __smlad(w02, x2, a1);
+            a1 = __smlad(w13, x3, a1);
+            a2 = __smlad(w02, x4, a2);
+            a2 = __smlad(w13, x5, a2);
+            a3 = __smlad(w02, x6, a3);
+            a3 = __smlad(w13, x7, a3);
         }
-        d += cnt;
-        ep_sparse_out4(&rq, o, a0, a1, a2, a3, out, stride, n);
+        if (fast) {
+            ep_sparse_out4_fast(&rq, o, a0, a1, a2, a3, out, stride);
+        } else {
+            ep_sparse_out4_sat(&rq, o, a0, a1, a2, a3, out, stride, n, 0);
+        }
     }
 }
 
-EP_SPARSE_NOINLINE void ep_sparse_rows4_dead_dsp(const ep_sparse_s8_t *w, const ep_quant_t *q, const int32_t *tile,
-                                                 int8_t *out, int32_t stride, int32_t n)
+EP_SPARSE_NOINLINE void ep_sparse_rows4_block4_dsp(const ep_sparse_s8_t *w, const ep_quant_t *q, const int32_t *tile,
+                                                   int8_t *out, int32_t stride, int32_t n, int fast)
+{
+    if (fast && n == 4) {
+        ep_sparse_rows4_block4_body(w, q, tile, out, stride, 4, 1);
+    } else {
+        ep_sparse_rows4_block4_body(w, q, tile, out, stride, n, 0);
+    }
+}
+
+EP_SPARSE_INLINE void ep_sparse_rows4_dead_body(const ep_sparse_s8_t *w, const ep_quant_t *q, const int32_t *tile,
+                                                int8_t *out, int32_t stride, int32_t n, int fast)
 {
     const ep_sparse_rq_t rq = ep_sparse_rq(q, w);
     const uint16_t *live = w->live;
     const int32_t n_live = w->n_live;
     const int32_t blocks = ep_sparse_round4(w->cols) / 4;
+    const int32_t *end = tile + 8 * blocks;
+    const int8_t *v = w->values;
     for (int32_t j = 0; j < n_live; ++j) {
         const int32_t o = live[j];
-        const int8_t *v = w->values + j * 4 * blocks;
-        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-        const int32_t *x = tile;
-        for (int32_t k = 0; k < blocks; ++k, x += 8) {
-            const int32_t wv = ep_dsp_read32(v + 4 * k);
+        int32_t a0 = rq.bias[o], a1 = a0, a2 = a0, a3 = a0;
+        for (const int32_t *x = tile; x != end; x += 8, v += 4) {
+            const int32_t wv = ep_dsp_read32(v);
             const int32_t w02 = __sxtb16(wv), w13 = ep_dsp_sxtb16_ror8(wv);
             EP_SPARSE_MAC4(w02, w13, x);
         }
-        ep_sparse_out4(&rq, o, a0, a1, a2, a3, out, stride, n);
+        if (fast) {
+            ep_sparse_out4_fast(&rq, o, a0, a1, a2, a3, out, stride);
+        } else {
+            ep_sparse_out4_sat(&rq, o, a0, a1, a2, a3, out, stride, n, 0);
+        }
+    }
+}
+
+EP_SPARSE_NOINLINE void ep_sparse_rows4_dead_dsp(const ep_sparse_s8_t *w, const ep_quant_t *q, const int32_t *tile,
+                                                 int8_t *out, int32_t stride, int32_t n, int fast)
+{
+    if (fast && n == 4) {
+        ep_sparse_rows4_dead_body(w, q, tile, out, stride, 4, 1);
+    } else {
+        ep_sparse_rows4_dead_body(w, q, tile, out, stride, n, 0);
     }
 }
 
@@ -257,72 +394,172 @@ EP_SPARSE_NOINLINE void ep_sparse_rows4_dead_dsp(const ep_sparse_s8_t *w, const 
 #define EP_SPARSE_ALIGNED4(p) (p)
 #endif
 
-/* One widened column (tile: 2 words per block), two blocks per step. */
-EP_SPARSE_NOINLINE void ep_sparse_rows1_block4_dsp(const ep_sparse_s8_t *w, const ep_quant_t *q, const int32_t *tile,
-                                                   int8_t *out)
+/* One widened column (tile: 2 words per block). */
+EP_SPARSE_INLINE void ep_sparse_rows1_block4_body(const ep_sparse_s8_t *w, const ep_quant_t *q, const int32_t *tile,
+                                                  int8_t *out, int sat8)
 {
     const ep_sparse_rq_t rq = ep_sparse_rq(q, w);
     const uint16_t *live = w->live, *count = w->count;
-    const int32_t n_live = w->n_live;
+    const uint16_t *live_end = live + w->n_live;
     const uint8_t *d = w->index;
-    const int8_t *v = (const int8_t *)EP_SPARSE_ALIGNED4(w->values);
-    for (int32_t j = 0; j < n_live; ++j) {
-        const int32_t o = live[j], cnt = count[j];
+    const int8_t *v = (const int8_t *)EP_SPARSE_ALIGNED4(w->values); /* one block per word */
+    for (; live != live_end; ++live, ++count) {
+        const int32_t o = *live, cnt = *count;
         const uint8_t *end = d + (cnt & ~1);
-        int32_t acc = 0;
+        int32_t acc = rq.bias[o];
         const int32_t *x = tile;
-        for (; d != end; d += 2, v += 8) {
-            int32_t wab[2];
-            memcpy(wab, EP_SPARSE_ALIGNED4(v), 8);
-            const int32_t *xa = x + 2 * d[0];
-            x = xa + 2 * d[1];
-            acc = __smlad(__sxtb16(wab[0]), xa[0], acc);
-            acc = __smlad(ep_dsp_sxtb16_ror8(wab[0]), xa[1], acc);
-            acc = __smlad(__sxtb16(wab[1]), x[0], acc);
-            acc = __smlad(ep_dsp_sxtb16_ror8(wab[1]), x[1], acc);
+        while (d != end) { /* two blocks per step */
+            int32_t xa0, xa1, xb0, xb1;
+            x += 2 * *d++;
+            const int32_t wa = ep_dsp_read32(v);
+            EP_SPARSE_LDRD(xa0, xa1, x, 0);
+            x += 2 * *d++;
+            const int32_t wb = ep_dsp_read32(v + 4);
+            EP_SPARSE_LDRD(xb0, xb1, x, 0);
+            v += 8;
+            acc = __smlad(__sxtb16(wa), xa0, acc);
+            acc = __smlad(ep_dsp_sxtb16_ror8(wa), xa1, acc);
+            acc = __smlad(__sxtb16(wb), xb0, acc);
+            acc = __smlad(ep_dsp_sxtb16_ror8(wb), xb1, acc);
         }
         if (cnt & 1) {
             x += 2 * *d++;
             const int32_t wa = ep_dsp_read32(v);
+            v += 4;
             acc = __smlad(__sxtb16(wa), x[0], acc);
             acc = __smlad(ep_dsp_sxtb16_ror8(wa), x[1], acc);
-            v += 4;
         }
-        out[o] = ep_sparse_rq_out(&rq, o, acc);
+        out[o] = ep_sparse_out1_sat(&rq, o, acc, sat8);
     }
 }
 
-EP_SPARSE_NOINLINE void ep_sparse_rows1_dead_dsp(const ep_sparse_s8_t *w, const ep_quant_t *q, const int32_t *tile,
-                                                 int8_t *out)
+EP_SPARSE_NOINLINE void ep_sparse_rows1_block4_dsp(const ep_sparse_s8_t *w, const ep_quant_t *q, const int32_t *tile,
+                                                   int8_t *out, int sat8)
+{
+    if (sat8) {
+        ep_sparse_rows1_block4_body(w, q, tile, out, 1);
+    } else {
+        ep_sparse_rows1_block4_body(w, q, tile, out, 0);
+    }
+}
+
+/* Two live rows per step share each widened input pair (dense rows: every block is used). */
+EP_SPARSE_INLINE void ep_sparse_rows1_dead_body(const ep_sparse_s8_t *w, const ep_quant_t *q, const int32_t *tile,
+                                                int8_t *out, int sat8)
 {
     const ep_sparse_rq_t rq = ep_sparse_rq(q, w);
     const uint16_t *live = w->live;
     const int32_t n_live = w->n_live;
-    const int32_t blocks = ep_sparse_round4(w->cols) / 4;
-    for (int32_t j = 0; j < n_live; ++j) {
+    const int32_t stride = ep_sparse_round4(w->cols);
+    const int32_t *x_end = tile + stride / 2;
+    const int8_t *v = (const int8_t *)EP_SPARSE_ALIGNED4(w->values);
+    int32_t j = 0;
+    for (; j + 2 <= n_live; j += 2, v += 2 * stride) {
+        const int32_t o0 = live[j], o1 = live[j + 1];
+        int32_t acc0 = rq.bias[o0], acc1 = rq.bias[o1];
+        const int8_t *v0 = v, *v1 = v + stride;
+        for (const int32_t *x = tile; x != x_end; x += 2, v0 += 4, v1 += 4) {
+            const int32_t x02 = x[0], x13 = x[1];
+            const int32_t wa = ep_dsp_read32(v0), wb = ep_dsp_read32(v1);
+            acc0 = __smlad(__sxtb16(wa), x02, acc0);
+            acc0 = __smlad(ep_dsp_sxtb16_ror8(wa), x13, acc0);
+            acc1 = __smlad(__sxtb16(wb), x02, acc1);
+            acc1 = __smlad(ep_dsp_sxtb16_ror8(wb), x13, acc1);
+        }
+        out[o0] = ep_sparse_out1_sat(&rq, o0, acc0, sat8);
+        out[o1] = ep_sparse_out1_sat(&rq, o1, acc1, sat8);
+    }
+    if (j < n_live) {
         const int32_t o = live[j];
-        const int8_t *v = w->values + j * 4 * blocks;
-        int32_t acc0 = 0, acc1 = 0;
-        int32_t k = 0;
-        for (; k + 2 <= blocks; k += 2) {
-            const int32_t wa = ep_dsp_read32(v + 4 * k), wb = ep_dsp_read32(v + 4 * k + 4);
-            acc0 = __smlad(__sxtb16(wa), tile[2 * k], acc0);
-            acc0 = __smlad(ep_dsp_sxtb16_ror8(wa), tile[2 * k + 1], acc0);
-            acc1 = __smlad(__sxtb16(wb), tile[2 * k + 2], acc1);
-            acc1 = __smlad(ep_dsp_sxtb16_ror8(wb), tile[2 * k + 3], acc1);
+        int32_t acc = rq.bias[o];
+        for (const int32_t *x = tile; x != x_end; x += 2, v += 4) {
+            const int32_t wa = ep_dsp_read32(v);
+            acc = __smlad(__sxtb16(wa), x[0], acc);
+            acc = __smlad(ep_dsp_sxtb16_ror8(wa), x[1], acc);
         }
-        if (k < blocks) {
-            const int32_t wa = ep_dsp_read32(v + 4 * k);
-            acc0 = __smlad(__sxtb16(wa), tile[2 * k], acc0);
-            acc0 = __smlad(ep_dsp_sxtb16_ror8(wa), tile[2 * k + 1], acc0);
-        }
-        out[o] = ep_sparse_rq_out(&rq, o, acc0 + acc1);
+        out[o] = ep_sparse_out1_sat(&rq, o, acc, sat8);
     }
 }
 
+EP_SPARSE_NOINLINE void ep_sparse_rows1_dead_dsp(const ep_sparse_s8_t *w, const ep_quant_t *q, const int32_t *tile,
+                                                 int8_t *out, int sat8)
+{
+    if (sat8) {
+        ep_sparse_rows1_dead_body(w, q, tile, out, 1);
+    } else {
+        ep_sparse_rows1_dead_body(w, q, tile, out, 0);
+    }
+}
+
+/* fast: ep_sparse_fast_rq(w, q), computed once per kernel call. */
 typedef void (*ep_sparse_rows4_fn)(const ep_sparse_s8_t *w, const ep_quant_t *q, const int32_t *tile, int8_t *out,
-                                   int32_t stride, int32_t n);
-typedef void (*ep_sparse_rows1_fn)(const ep_sparse_s8_t *w, const ep_quant_t *q, const int32_t *tile, int8_t *out);
+                                   int32_t stride, int32_t n, int fast);
+/* sat8: ep_sparse_sat8(q). */
+typedef void (*ep_sparse_rows1_fn)(const ep_sparse_s8_t *w, const ep_quant_t *q, const int32_t *tile, int8_t *out,
+                                   int sat8);
+
+/* ep_sparse_consts for the matrix formats (one live entry per row), walking the gaps between live rows
+ * instead of testing every row. */
+static inline int ep_sparse_consts_rows(const ep_sparse_s8_t *w, const ep_quant_t *q, int8_t *consts)
+{
+    if (w->n_live >= w->rows) {
+        return 0;
+    }
+    int32_t o = 0;
+    for (int32_t j = 0; j <= w->n_live; ++j) {
+        const int32_t next = j < w->n_live ? w->live[j] : w->rows;
+        for (; o < next; ++o) {
+            consts[o] = ep_sparse_out(q, o, w->bias[o]);
+        }
+        o = next + 1;
+    }
+    return 1;
+}
+
+/* ep_sparse_widen with step 8 (the 4-column conv tile) for n % 8 == 0: the two words of each block are
+ * adjacent, so they go out with one STRD. */
+EP_SPARSE_NOINLINE void ep_sparse_widen8(const int8_t *src, int32_t n, int32_t *dst)
+{
+    const int8_t *end = src + n;
+    for (; src != end; src += 8, dst += 16) {
+        const int32_t x0 = ep_dsp_read32(src), x1 = ep_dsp_read32(src + 4);
+        const int32_t a = __sxtb16(x0), b = ep_dsp_sxtb16_ror8(x0);
+        const int32_t c = __sxtb16(x1), d = ep_dsp_sxtb16_ror8(x1);
+        dst[0] = a;
+        dst[1] = b;
+        dst[8] = c;
+        dst[9] = d;
+    }
+}
+
+/* The same n bytes (n % 8 == 0) of 4 pixels `pstride` bytes apart, into the 4 columns of the tile:
+ * one call per kernel row of a group of 4 output pixels. */
+EP_SPARSE_NOINLINE void ep_sparse_widen8x4(const int8_t *src, int32_t pstride, int32_t n, int32_t *dst)
+{
+    for (int32_t c = 0; c < 4; ++c, src += pstride, dst += 2) {
+        const int8_t *s = src, *end = src + n;
+        int32_t *d = dst;
+        for (; s != end; s += 8, d += 16) {
+            const int32_t x0 = ep_dsp_read32(s), x1 = ep_dsp_read32(s + 4);
+            const int32_t a = __sxtb16(x0), b = ep_dsp_sxtb16_ror8(x0);
+            const int32_t e = __sxtb16(x1), f = ep_dsp_sxtb16_ror8(x1);
+            d[0] = a;
+            d[1] = b;
+            d[8] = e;
+            d[9] = f;
+        }
+    }
+}
+
+/* Widens n bytes (n % 4 == 0) into the 4-column tile. */
+static inline void ep_sparse_widen_tile(const int8_t *src, int32_t n, int32_t *dst)
+{
+    if ((n & 7) == 0) {
+        ep_sparse_widen8(src, n, dst);
+    } else {
+        ep_sparse_widen(src, n, dst, 8);
+    }
+}
 
 /* CONV_2D, 4 output pixels per step: their im2col columns widened into the tile. With I % 4 == 0 each
  * tap's inputs (or a row of zero points for padded taps) are widened straight from the input. */
@@ -338,20 +575,63 @@ static inline void ep_sparse_conv_dsp(const ep_conv_params_t *params, const ep_q
     int8_t *consts = (int8_t *)scratch;
     int32_t *tile = (int32_t *)(void *)(consts + ep_sparse_round4(out_c));
     int8_t *bytes = (int8_t *)(tile + 2 * len);
-    const int any_dead = ep_sparse_consts(filter, quant, consts);
+    const int any_dead = ep_sparse_consts_rows(filter, quant, consts);
     if (ep_sparse_only_consts(filter, consts, output, input_dims->n * pixels, out_c)) {
         return;
     }
+    const int fast = ep_sparse_fast_rq(filter, quant);
     const int8_t pad = (int8_t)(-filter->input_offset);
-    const int fast = (in_c & 3) == 0;
-    if (fast) {
+    const int by_tap = (in_c & 3) == 0;
+    const int32_t sh = params->stride_h, sw = params->stride_w, dh = params->dilation_h, dw = params->dilation_w;
+    const int32_t row_bytes = k_w * in_c, x_span = (k_w - 1) * dw;
+    if (by_tap) {
         ep_sparse_fill(bytes, pad, in_c); /* the zero-point row padded taps read */
     }
+    const int rows8 = by_tap && dw == 1 && (row_bytes & 7) == 0;
+    const int contiguous = rows8 && k_h == 1 && k_w == 1 && sh == 1 && sw == 1 && params->pad_h == 0 &&
+                           params->pad_w == 0 && in_w == out_w && in_h == output_dims->h;
     for (int32_t b = 0; b < input_dims->n; ++b) {
         const int8_t *in = input + b * in_h * in_w * in_c;
         int8_t *out = output + b * pixels * out_c;
+        int32_t oy = 0, ox = 0; /* of pixel px, stepped instead of divided */
         for (int32_t px = 0; px < pixels; px += 4) {
             const int32_t n = pixels - px >= 4 ? 4 : pixels - px;
+            /* Fast paths for 4 pixels whose kernel rows are all inside the input and evenly spaced: one
+             * widening call per kernel row (a 1x1 kernel without padding and stride: one per group). */
+            if (n == 4 && contiguous) {
+                ep_sparse_widen8x4(in + px * in_c, in_c, in_c, tile);
+                if (any_dead) {
+                    for (int32_t c = 0; c < 4; ++c) {
+                        ep_sparse_put_consts(out + (px + c) * out_c, consts, out_c);
+                    }
+                }
+                rows(filter, quant, tile, out + px * out_c, out_c, 4, fast);
+                for (ox += 4; ox >= out_w; ox -= out_w) {
+                    ++oy;
+                }
+                continue;
+            }
+            if (n == 4 && rows8 && ox + 3 < out_w) {
+                const int32_t y0 = oy * sh - params->pad_h, x0 = ox * sw - params->pad_w;
+                if (x0 >= 0 && x0 + 3 * sw + x_span < in_w && y0 >= 0 && y0 + (k_h - 1) * dh < in_h) {
+                    const int8_t *src = in + (y0 * in_w + x0) * in_c;
+                    for (int32_t ky = 0; ky < k_h; ++ky, src += dh * in_w * in_c) {
+                        ep_sparse_widen8x4(src, sw * in_c, row_bytes, tile + 2 * ky * row_bytes);
+                    }
+                    if (any_dead) {
+                        for (int32_t c = 0; c < 4; ++c) {
+                            ep_sparse_put_consts(out + (px + c) * out_c, consts, out_c);
+                        }
+                    }
+                    rows(filter, quant, tile, out + px * out_c, out_c, 4, fast);
+                    ox += 4;
+                    if (ox == out_w) {
+                        ox = 0;
+                        ++oy;
+                    }
+                    continue;
+                }
+            }
             for (int32_t c = 0; c < 4; ++c) {
                 int32_t *dst = tile + 2 * c;
                 if (c >= n) {
@@ -360,20 +640,21 @@ static inline void ep_sparse_conv_dsp(const ep_conv_params_t *params, const ep_q
                     }
                     continue;
                 }
-                const int32_t oy = (px + c) / out_w, ox = (px + c) % out_w;
-                if (fast) {
-                    const int32_t y0 = oy * params->stride_h - params->pad_h, x0 = ox * params->stride_w - params->pad_w;
+                if (by_tap) {
+                    const int32_t y0 = oy * sh - params->pad_h, x0 = ox * sw - params->pad_w;
+                    const int x_inside = x0 >= 0 && x0 + x_span < in_w;
                     for (int32_t ky = 0; ky < k_h; ++ky) {
-                        const int32_t iy = y0 + params->dilation_h * ky;
-                        int32_t *row = dst + 2 * ky * k_w * in_c;
-                        if (iy >= 0 && iy < in_h && params->dilation_w == 1 && x0 >= 0 && x0 + k_w <= in_w) {
-                            ep_sparse_widen(in + (iy * in_w + x0) * in_c, k_w * in_c, row, 8);
+                        const int32_t iy = y0 + dh * ky;
+                        int32_t *row = dst + 2 * ky * row_bytes;
+                        const int y_inside = iy >= 0 && iy < in_h;
+                        if (y_inside && x_inside && dw == 1) { /* the kernel row is contiguous */
+                            ep_sparse_widen_tile(in + (iy * in_w + x0) * in_c, row_bytes, row);
                             continue;
                         }
                         for (int32_t kx = 0; kx < k_w; ++kx) {
-                            const int32_t ix = x0 + params->dilation_w * kx;
-                            const int inside = iy >= 0 && iy < in_h && ix >= 0 && ix < in_w;
-                            ep_sparse_widen(inside ? in + (iy * in_w + ix) * in_c : bytes, in_c, row + 2 * kx * in_c, 8);
+                            const int32_t ix = x0 + dw * kx;
+                            const int inside = y_inside && ix >= 0 && ix < in_w;
+                            ep_sparse_widen_tile(inside ? in + (iy * in_w + ix) * in_c : bytes, in_c, row + 2 * kx * in_c);
                         }
                     }
                 } else {
@@ -383,9 +664,28 @@ static inline void ep_sparse_conv_dsp(const ep_conv_params_t *params, const ep_q
                 if (any_dead) {
                     ep_sparse_put_consts(out + (px + c) * out_c, consts, out_c);
                 }
+                if (++ox == out_w) {
+                    ox = 0;
+                    ++oy;
+                }
             }
-            rows(filter, quant, tile, out + px * out_c, out_c, n);
+            rows(filter, quant, tile, out + px * out_c, out_c, n, fast);
         }
+    }
+}
+
+/* ep_sparse_widen with step 2 (one column) for n % 8 == 0, 8 bytes per step. */
+EP_SPARSE_NOINLINE void ep_sparse_widen2(const int8_t *src, int32_t n, int32_t *dst)
+{
+    const int8_t *end = src + n;
+    for (; src != end; src += 8, dst += 4) {
+        const int32_t x0 = ep_dsp_read32(src), x1 = ep_dsp_read32(src + 4);
+        const int32_t a = __sxtb16(x0), b = ep_dsp_sxtb16_ror8(x0);
+        const int32_t c = __sxtb16(x1), d = ep_dsp_sxtb16_ror8(x1);
+        dst[0] = a;
+        dst[1] = b;
+        dst[2] = c;
+        dst[3] = d;
     }
 }
 
@@ -397,10 +697,11 @@ static inline void ep_sparse_fc_dsp(const ep_quant_t *quant, int32_t batches, co
     int8_t *consts = (int8_t *)scratch;
     int32_t *tile = (int32_t *)(void *)(consts + ep_sparse_round4(out_c));
     int8_t *bytes = (int8_t *)(tile + len / 2);
-    const int any_dead = ep_sparse_consts(filter, quant, consts);
+    const int any_dead = ep_sparse_consts_rows(filter, quant, consts);
     if (ep_sparse_only_consts(filter, consts, output, batches, out_c)) {
         return;
     }
+    const int sat8 = ep_sparse_sat8(quant);
     for (int32_t b = 0; b < batches; ++b) {
         const int8_t *x = input + b * cols;
         if (cols != len) { /* the last block would read past the row: widen a zero-padded copy */
@@ -408,11 +709,15 @@ static inline void ep_sparse_fc_dsp(const ep_quant_t *quant, int32_t batches, co
             ep_sparse_fill(bytes + cols, 0, len - cols);
             x = bytes;
         }
-        ep_sparse_widen(x, len, tile, 2);
+        if ((len & 7) == 0) {
+            ep_sparse_widen2(x, len, tile);
+        } else {
+            ep_sparse_widen(x, len, tile, 2);
+        }
         if (any_dead) {
             ep_sparse_put_consts(output + b * out_c, consts, out_c);
         }
-        rows(filter, quant, tile, output + b * out_c);
+        rows(filter, quant, tile, output + b * out_c, sat8);
     }
 }
 
@@ -501,8 +806,9 @@ EP_SPARSE_NOINLINE void ep_sparse_pairs4(const int8_t *c0, const int8_t *c1, con
     }
 }
 
-EP_SPARSE_NOINLINE void ep_sparse_rows4_unstructured_dsp(const ep_sparse_s8_t *w, const ep_quant_t *q,
-                                                         const int32_t *tile, int8_t *out, int32_t stride, int32_t n)
+EP_SPARSE_INLINE void ep_sparse_rows4_unstructured_body(const ep_sparse_s8_t *w, const ep_quant_t *q,
+                                                        const int32_t *tile, int8_t *out, int32_t stride, int32_t n,
+                                                        int fast)
 {
     const ep_sparse_rq_t rq = ep_sparse_rq(q, w);
     const uint16_t *live = w->live, *count = w->count;
@@ -510,20 +816,33 @@ EP_SPARSE_NOINLINE void ep_sparse_rows4_unstructured_dsp(const ep_sparse_s8_t *w
     const uint8_t *d = w->index;
     const int8_t *v = w->values;
     for (int32_t j = 0; j < n_live; ++j) {
-        const int32_t o = live[j], cnt = count[j];
-        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        const int32_t o = live[j];
+        const uint8_t *end = d + count[j];
+        int32_t a0 = rq.bias[o], a1 = a0, a2 = a0, a3 = a0;
         const int32_t *x = tile;
-        for (int32_t e = 0; e < cnt; ++e) {
-            x += 2 * d[e];
-            const int32_t wv = v[e], x01 = x[0], x23 = x[1];
+        for (; d != end; ++d, ++v) {
+            x += 2 * *d;
+            const int32_t wv = *v, x01 = x[0], x23 = x[1];
             a0 = __smlabb(wv, x01, a0);
             a1 = ep_sparse_smlabt(wv, x01, a1);
             a2 = __smlabb(wv, x23, a2);
             a3 = ep_sparse_smlabt(wv, x23, a3);
         }
-        d += cnt;
-        v += cnt;
-        ep_sparse_out4(&rq, o, a0, a1, a2, a3, out, stride, n);
+        if (fast) {
+            ep_sparse_out4_fast(&rq, o, a0, a1, a2, a3, out, stride);
+        } else {
+            ep_sparse_out4_sat(&rq, o, a0, a1, a2, a3, out, stride, n, 0);
+        }
+    }
+}
+
+EP_SPARSE_NOINLINE void ep_sparse_rows4_unstructured_dsp(const ep_sparse_s8_t *w, const ep_quant_t *q,
+                                                         const int32_t *tile, int8_t *out, int32_t stride, int32_t n, int fast)
+{
+    if (fast && n == 4) {
+        ep_sparse_rows4_unstructured_body(w, q, tile, out, stride, 4, 1);
+    } else {
+        ep_sparse_rows4_unstructured_body(w, q, tile, out, stride, n, 0);
     }
 }
 
@@ -543,12 +862,13 @@ static inline void ep_sparse_conv_pairs(const ep_conv_params_t *params, const ep
         col[c] = col[c - 1] + len;
     }
     int32_t *tile = (int32_t *)(void *)(col[3] + len);
-    const int any_dead = ep_sparse_consts(filter, quant, consts);
+    const int any_dead = ep_sparse_consts_rows(filter, quant, consts);
     if (ep_sparse_only_consts(filter, consts, output, input_dims->n * pixels, out_c)) {
         return;
     }
     const int8_t pad = (int8_t)(-filter->input_offset);
     const int direct = k_h == 1 && k_w == 1 && params->pad_h == 0 && params->pad_w == 0 && (in_c & 3) == 0;
+    const int fast = ep_sparse_fast_rq(filter, quant);
     for (int32_t b = 0; b < input_dims->n; ++b) {
         const int8_t *in = input + b * input_dims->h * input_dims->w * in_c;
         int8_t *out = output + b * pixels * out_c;
@@ -571,7 +891,7 @@ static inline void ep_sparse_conv_pairs(const ep_conv_params_t *params, const ep
                 }
             }
             ep_sparse_pairs4(c[0], c[1], c[2], c[3], len, tile);
-            rows(filter, quant, tile, out + px * out_c, out_c, n);
+            rows(filter, quant, tile, out + px * out_c, out_c, n, fast);
         }
     }
 }
