@@ -9,10 +9,14 @@ number of instructions executed. QEMU has no cycle model: instruction counts are
     make bench-kernels                       # everything; writes bench/results/kernels.json
     .venv/bin/python bench/kernels/run.py --layers a,d --targets cortex-m7 --quick
 
-Weights: int8 from a normal distribution, then magnitude pruning (the smallest |w| zeroed, ties
-broken by a fixed-seed draw), nested across sparsities. nm24 needs 2:4 structure, so its weights
-are first pruned 2:4 along input channels (magnitude), then further by magnitude to the target
-sparsity; it is skipped below 50% and for layers whose input channels are not a multiple of 4.
+Weights: int8 from a normal distribution, pruned in the pattern each format is made for, as the
+front half's pruning methods produce it, nested across sparsities (ties broken by a fixed-seed draw):
+- dense and unstructured: magnitude pruning (the smallest |w| zeroed);
+- block4: whole 1x4 blocks with the smallest L1 norm (4 consecutive weights of an output channel's
+  (kh, kw, I) row; for depthwise, 4 adjacent channels at one tap);
+- nm24: 2:4 along input channels (magnitude), then further by magnitude to the target sparsity;
+  skipped below 50% and for layers whose input channels are not a multiple of 4;
+- dead: whole output channels with the smallest L1 norm (round(sparsity * channels) of them).
 """
 
 from __future__ import annotations
@@ -149,6 +153,10 @@ def pruned_weights(data: LayerData, sparsity: float, fmt: str) -> np.ndarray | N
     """The layer's weights at `sparsity` for a format (None where the format cannot hold them)."""
     w = data.base_weights.copy()
     flat = w.reshape(-1)
+    if fmt == "block4":
+        return _prune_groups(w, sparsity, groups_of_4=True, depthwise=data.layer.op == "depthwise")
+    if fmt == "dead":
+        return _prune_groups(w, sparsity, groups_of_4=False, depthwise=data.layer.op == "depthwise")
     if fmt != "nm24":
         flat[data.order[: int(round(sparsity * w.size))]] = 0
         return w
@@ -166,6 +174,40 @@ def pruned_weights(data: LayerData, sparsity: float, fmt: str) -> np.ndarray | N
         alive = data.order[flat[data.order] != 0]
         flat[alive[:extra]] = 0
     return w
+
+
+def _prune_groups(w: np.ndarray, sparsity: float, groups_of_4: bool, depthwise: bool) -> np.ndarray:
+    """Zero whole groups with the smallest L1 norm: 1x4 blocks, or output channels."""
+    if depthwise:  # (1, kh, kw, C): channels are the rows, taps the columns
+        rows = w.reshape(-1, w.shape[-1]).T.copy()
+    else:  # (O, kh, kw, I) or (O, I)
+        rows = w.reshape(w.shape[0], -1).copy()
+    if groups_of_4:
+        if depthwise:  # 4 adjacent channels at one tap
+            cols = rows.T.reshape(rows.shape[1], -1, 4)  # (taps, C/4, 4)
+            norms = np.abs(cols.astype(np.int32)).sum(axis=2)
+        else:
+            pad = (-rows.shape[1]) % 4
+            cols = np.pad(rows, ((0, 0), (0, pad))).reshape(rows.shape[0], -1, 4)
+            norms = np.abs(cols.astype(np.int32)).sum(axis=2)
+    else:
+        norms = np.abs(rows.astype(np.int32)).sum(axis=1)
+    rng = np.random.default_rng(1)
+    order = np.argsort(norms.reshape(-1) + rng.random(norms.size) * 0.5, kind="stable")
+    dead = np.zeros(norms.size, bool)
+    dead[order[: int(round(sparsity * norms.size))]] = True
+    dead = dead.reshape(norms.shape)
+    if not groups_of_4:
+        rows[dead] = 0
+    elif depthwise:
+        cols[dead] = 0
+        rows = cols.reshape(rows.shape[1], -1).T
+    else:
+        cols[dead] = 0
+        rows = cols.reshape(rows.shape[0], -1)[:, : rows.shape[1]]
+    if depthwise:
+        return np.ascontiguousarray(rows.T).reshape(w.shape)
+    return np.ascontiguousarray(rows).reshape(w.shape)
 
 
 _HOST_LIB = None
