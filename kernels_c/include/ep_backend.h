@@ -27,4 +27,10 @@
 #define EP_BACKEND_NAME "portable"
 #endif
 
+/* The Cortex-M DSP extension (SMLAD and friends) may be used: with the DSP backend, and with the
+ * MVE backend for the kernels that have no MVE variant (the sparse formats); the M55 has both. */
+#if (defined(EP_BACKEND_DSP) || defined(EP_BACKEND_MVE)) && defined(__ARM_FEATURE_DSP)
+#define EP_HAS_DSP_EXTENSION 1
+#endif
+
 #endif /* EP_BACKEND_H_ */

@@ -283,7 +283,7 @@ static inline void ep_dw_line_3x3(const int16_t *plane, const int32_t *line_off,
  * of rows 1 and 2 from row 0; p points at row 0, output position o. On Arm this is one asm block:
  * written in C, the loop around it needs more registers than there are and GCC spills about a
  * quarter of its instructions; here the weights come in pairs by LDRD when a row needs them. */
-#if defined(EP_BACKEND_DSP) && defined(__GNUC__)
+#if defined(EP_HAS_DSP_EXTENSION) && defined(__GNUC__)
 #define EP_DW_ASM_ROW(w_off)                                                                                          \
     "ldrd %[w0], %[w1], [%[prm], #" #w_off "]\n\t"                                                                    \
     "ldr %[x], [%[q]]\n\t"                                                                                            \
@@ -350,12 +350,12 @@ static EP_DSP_ALWAYS_INLINE void ep_dw_line_3x3_fused(int full, const int16_t *p
     /* The output offset goes into the final halving: ((f + 1) >> 1) + zp == (f + 1 + 2 zp) >> 1. */
     const int32_t zp2 = 2 * rq.output_offset + 1, lo = rq.activation_min, hi = rq.activation_max;
     int32_t o = 0;
-#if defined(EP_BACKEND_DSP) && defined(__GNUC__)
+#if defined(EP_HAS_DSP_EXTENSION) && defined(__GNUC__)
     const int32_t prm[9] = {w01a, w2a, w01b, w2b, w01c, w2c, acc0, (int32_t)((r1 - r0) * 2),
                             (int32_t)((r2 - r0) * 2)};
 #endif
     for (; o + 4 <= out_len; o += 4) {
-#if defined(EP_BACKEND_DSP) && defined(__GNUC__)
+#if defined(EP_HAS_DSP_EXTENSION) && defined(__GNUC__)
         int32_t acc[4];
         ep_dw_3x3_group4(r0 + o, prm, acc);
         const int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];

@@ -1,7 +1,7 @@
 /* Shared pieces of the Cortex-M DSP kernels (*_dsp.c): intrinsics, unaligned word access and the
  * widening of int8 activations to int16 with the input offset added.
  *
- * The DSP code is compiled when the target has the DSP extension (EP_BACKEND_DSP) or, on the host,
+ * The DSP code is compiled when the target has the DSP extension (EP_HAS_DSP_EXTENSION) or, on the host,
  * when EP_DSP_EMULATE is defined: then ep_acle_host.h supplies the intrinsics in plain C so the
  * tests can run the same code. Elsewhere EP_DSP_ENABLED stays undefined and the files are empty. */
 #ifndef EP_DSP_IM2COL_H_
@@ -9,7 +9,7 @@
 
 #include "ep_backend.h"
 
-#if defined(EP_BACKEND_DSP) || defined(EP_DSP_EMULATE)
+#if defined(EP_HAS_DSP_EXTENSION) || defined(EP_DSP_EMULATE)
 #define EP_DSP_ENABLED 1
 
 #include <stdint.h>
@@ -18,7 +18,7 @@
 #include "ep_fixedpoint.h"
 #include "ep_types.h"
 
-#if defined(EP_BACKEND_DSP)
+#if defined(EP_HAS_DSP_EXTENSION)
 #include <arm_acle.h>
 #else
 #include "ep_acle_host.h"
@@ -46,7 +46,7 @@ static inline void ep_dsp_write32(void *p, int32_t v)
 
 /* SXTB16/SXTAB16 of bytes 1 and 3. The instructions can rotate their operand for free, but GCC 12
  * emits a separate ROR for __sxtb16(ror(x)), so on Arm we spell the rotated form out. */
-#if defined(EP_BACKEND_DSP) && defined(__GNUC__)
+#if defined(EP_HAS_DSP_EXTENSION) && defined(__GNUC__)
 static inline int32_t ep_dsp_sxtb16_ror8(int32_t x)
 {
     int32_t r;
@@ -74,7 +74,7 @@ static inline int32_t ep_dsp_sxtab16_ror8(int32_t a, int32_t x)
 
 /* Halfword packing: (a.lo, b.lo) and (a.hi, b.hi), low halfword first. One PKHBT / PKHTB on Arm,
  * where GCC 12 would emit two instructions for the C form. */
-#if defined(EP_BACKEND_DSP) && defined(__GNUC__)
+#if defined(EP_HAS_DSP_EXTENSION) && defined(__GNUC__)
 static inline int32_t ep_dsp_pack_lo(int32_t a, int32_t b)
 {
     int32_t r;
@@ -101,7 +101,7 @@ static inline int32_t ep_dsp_pack_hi(int32_t a, int32_t b)
 #endif
 
 /* Saturation to [-128, 127]: one SSAT on Arm. */
-#if defined(EP_BACKEND_DSP)
+#if defined(EP_HAS_DSP_EXTENSION)
 #define ep_dsp_ssat8(x) __ssat((x), 8)
 #else
 static inline int32_t ep_dsp_ssat8(int32_t x)
@@ -240,5 +240,5 @@ static inline void ep_dsp_requant(const int32_t *acc, int32_t channels, int32_t 
     }
 }
 
-#endif /* EP_BACKEND_DSP || EP_DSP_EMULATE */
+#endif /* EP_HAS_DSP_EXTENSION || EP_DSP_EMULATE */
 #endif /* EP_DSP_IM2COL_H_ */

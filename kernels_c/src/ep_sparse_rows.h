@@ -166,7 +166,7 @@ __attribute__((always_inline))
 #endif
 static inline int32_t ep_sparse_clamp(int32_t v, int32_t lo, int32_t hi, int sat8)
 {
-#if defined(EP_BACKEND_DSP)
+#if defined(EP_HAS_DSP_EXTENSION)
     if (sat8) {
         return __ssat(v, 8);
     }
@@ -275,7 +275,7 @@ static inline void ep_sparse_out4_fast(const ep_sparse_rq_t *rq, int32_t o, int3
 #endif
 
 /* Two adjacent tile words (int32_t *p, byte offset off) with one LDRD: GCC 12 issues two LDRs. */
-#if defined(EP_BACKEND_DSP) && defined(__GNUC__)
+#if defined(EP_HAS_DSP_EXTENSION) && defined(__GNUC__)
 #define EP_SPARSE_LDRD(a, b, p, off)                                   \
     __asm__("ldrd %0, %1, [%2, #" #off "]"                             \
             : "=&r"(a), "=&r"(b)                                       \
@@ -769,7 +769,7 @@ static inline void ep_sparse_rows_nm24_dsp(const ep_sparse_s8_t *w, const ep_qua
  * multiply-accumulates whatever its position. Built from 4 byte columns with SXTB16 and PKHBT/PKHTB. */
 static inline int32_t ep_sparse_smlabt(int32_t a, int32_t b, int32_t acc)
 {
-#if defined(EP_BACKEND_DSP)
+#if defined(EP_HAS_DSP_EXTENSION)
     return __smlabt(a, b, acc);
 #else /* not in ep_acle_host.h: bottom half of a times top half of b */
     return (int32_t)((uint32_t)acc + (uint32_t)(ep_host_lo16(a) * ep_host_hi16(b)));

@@ -129,7 +129,7 @@ int32_t ep_sparse_s8_view(const void *blob, int32_t size, ep_sparse_s8_t *out)
 }
 
 /* The DSP variants where they exist and the backend has the extension; portable C otherwise. */
-#if defined(EP_BACKEND_DSP)
+#if defined(EP_HAS_DSP_EXTENSION)
 #define EP_SPARSE_BEST(fn) fn##_dsp
 #else
 #define EP_SPARSE_BEST(fn) fn
