@@ -50,5 +50,12 @@ test: setup $(QEMU_PLUGIN)
 bench-kernels: setup $(QEMU_PLUGIN)
 	$(PY) bench/kernels/run.py $(BENCH_ARGS)
 
+# The four MLPerf Tiny models through edgeprune, dense and at 50/70/90% sparsity, against TFLite
+# Micro's minimal arena (bench/README.md); cached under build/bench-models/, e.g.
+# make bench-models BENCH_ARGS="--models ad,kws --sparsities 0,0.9".
+.PHONY: bench-models
+bench-models: setup
+	$(PY) bench/models/run.py $(BENCH_ARGS)
+
 clean:
 	rm -rf build .pytest_cache

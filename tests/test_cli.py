@@ -52,6 +52,8 @@ def _bad_npz(tmp_path, **arrays):
         (lambda d, t: [d / "model.pt", "--prune", "nm", "--nm", "4:2"], "0 < N < M"),
         (lambda d, t: [d / "model.pth"], "--arch"),
         (lambda d, t: [d / "model.pt2", "--prune", "channel", "--sparsity", "0.5"], "channel pruning needs"),
+        (lambda d, t: [d / "model.pt", "--format", "csr"], "unknown --format csr"),
+        (lambda d, t: [t / "missing.tflite"], "does not exist"),
     ],
 )
 def test_bad_inputs_give_one_clear_line_and_nonzero_exit(model_dir, tmp_path, make_args, message):

@@ -142,3 +142,19 @@ def test_low_agreement_fails_and_writes_nothing(model_dir, tmp_path, monkeypatch
     assert "agrees with float on only 50.0%" in result.stderr
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_generated_c_is_validated_fits_and_is_reported(compile_once):
+    """The back half on the digits model: generated C bit-exact with TFLite Micro on the test split, memory fields."""
+    report, out = compile_once("magnitude80", "--target", "cortex-m7", "--data", "digits", "--sparsity", "0.8")
+    assert report["validation"]["bitexact"] is True and report["validation"]["oracle"] == "tflite-micro"
+    assert report["validation"]["samples"] >= 16 and report["validation"]["inputs"] == "eval data"
+    mem = report["memory"]
+    assert mem["flash_bytes"] == mem["weights_bytes"] + mem["code_bytes"] <= 1024 * 1024
+    assert mem["arena_bytes"] < mem["sram_peak_bytes"] <= 320 * 1024
+    for layer in report["model"]["layers"]:
+        assert layer["format"] in ("dense", "unstructured", "block4", "nm24", "dead"), layer
+        assert layer["weight_bytes"] > 0 and layer["instructions_estimate"] > 0, layer
+    assert report["backend_timings_s"]["back_half"] < 5.0
+    for name in ("model.c", "model.h", "CMakeLists.txt", "model.mk", "kernels/ep_kernels.h"):
+        assert (out / name).is_file(), name

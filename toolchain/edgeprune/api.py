@@ -24,7 +24,7 @@ DEFAULT_GMP_STEPS = 10
 class CompileOptions:
     model: str | Path
     out: str | Path
-    data: str = "digits"
+    data: str | None = None  # None: "digits" for PyTorch/ONNX models; for a .tflite, random eval inputs
     target: str = "cortex-m7"
     prune: str | None = None  # magnitude | gmp | nm | channel | none; default: magnitude if sparsity > 0
     sparsity: float = 0.0
@@ -40,6 +40,7 @@ class CompileOptions:
     seed: int = 0
     quiet: bool = False
     verbose: bool = False
+    format: str = "auto"  # weight format per layer: auto | dense | a sparse format (compile/formats.py)
 
 
 @dataclass
@@ -68,6 +69,12 @@ def compile_model(opts: CompileOptions, log=lambda msg: None) -> dict:
     from edgeprune.front.load import load_model
     from edgeprune.targets import get_target
 
+    from edgeprune.compile.formats import CHOICES
+
+    if opts.format not in CHOICES:
+        raise UsageError(f"unknown --format {opts.format}; choose one of {', '.join(CHOICES)}")
+    if Path(opts.model).suffix.lower() == ".tflite":
+        return compile_tflite_file(opts, log)
     stages = _Stages()
     target = get_target(opts.target)
     method = opts.prune or ("magnitude" if opts.sparsity > 0 else "none")
@@ -75,7 +82,7 @@ def compile_model(opts: CompileOptions, log=lambda msg: None) -> dict:
     torch.manual_seed(opts.seed)
 
     model = load_model(opts.model, arch=opts.arch, trust_pickle=opts.trust_pickle)
-    data = load_dataset(opts.data)
+    data = load_dataset(opts.data or "digits")
     input_shape = _resolve_input_shape(opts.input_shape, model.input_shape, data.sample_shape)
     if not model.is_torch and method != "none":
         raise UsageError(f"pruning needs the PyTorch model; {opts.model} is ONNX, which is compiled as is (drop --prune/--sparsity)")
@@ -149,6 +156,11 @@ def compile_model(opts: CompileOptions, log=lambda msg: None) -> dict:
             "or give more representative calibration data"
         )
 
+    from edgeprune.compile.backend import build_backend
+
+    back = build_backend(int8_bytes, target, opts.format, _quantize_inputs(int8_model, x_eval), source=str(opts.model), log=log)
+    stages.done("backend")
+
     header, source = convert.c_array_sources(int8_bytes)
     report = {
         "target": target.name,
@@ -164,9 +176,11 @@ def compile_model(opts: CompileOptions, log=lambda msg: None) -> dict:
             "ops": int8_model.op_counts,
         },
         "target_limits": {"sram_bytes": target.sram_bytes, "flash_bytes": target.flash_bytes},
+        **_backend_fields(back),
         "files": {},
         "timings_s": {},
     }
+    _merge_layers(report["model"]["layers"], back)
     out = Path(opts.out)
     with staged_directory(out) as stage:
         import onnx
@@ -175,11 +189,100 @@ def compile_model(opts: CompileOptions, log=lambda msg: None) -> dict:
         (stage / "model.tflite").write_bytes(int8_bytes)
         (stage / "model_data.h").write_text(header)
         (stage / "model_data.c").write_text(source)
-        report["files"] = {p.name: p.stat().st_size for p in sorted(stage.iterdir())}
+        back.write_into(stage)
+        report["files"] = {p.name: p.stat().st_size for p in sorted(stage.iterdir()) if p.is_file()}
         stages.done("write")
         report["timings_s"] = dict(stages.seconds)
         (stage / "report.md").write_text(rep.to_markdown(report))
         report["files"]["report.md"] = (stage / "report.md").stat().st_size
+        (stage / "report.json").write_text(rep.to_json(report))
+    return report
+
+
+def _merge_layers(layers: list[dict], back) -> None:
+    """Each weighted layer's format, weight bytes and instruction estimate, matched by operator index."""
+    fields = back.layer_fields()
+    for layer in layers:
+        layer.update(fields.get(layer["index"], {}))
+
+
+def _backend_fields(back) -> dict:
+    """report.json's back-half fields: memory, validation, and the back half's own timings."""
+    d = back.to_dict()
+    return {"memory": d["memory"], "validation": d["validation"], "backend_timings_s": d["timings_s"]}
+
+
+def _quantize_inputs(model, x: np.ndarray) -> np.ndarray | None:
+    """Float NCHW samples as the int8 model's input (NHWC, its scale and zero point); None if the shapes differ."""
+    t = model.tensors[model.inputs[0]]
+    q = t.quantization
+    if q is None or x.ndim < 2:
+        return None
+    shape = tuple(t.shape[1:])
+    if x.ndim == 4 and tuple(x.shape[2:]) + (x.shape[1],) == shape:
+        x = x.transpose(0, 2, 3, 1)
+    if tuple(x.shape[1:]) != shape:
+        return None
+    scale, zp = float(q.scale[0]), int(q.zero_point[0])
+    return np.clip(np.round(x / scale) + zp, -128, 127).astype(np.int8)
+
+
+def compile_tflite_file(opts: CompileOptions, log=lambda msg: None) -> dict:
+    """`edgeprune compile MODEL.tflite`: the back half only (no pruning, no conversion) on any int8 .tflite."""
+    from edgeprune import report as rep
+    from edgeprune.compile.backend import build_backend, load_graph
+    from edgeprune.compile.tflite_reader import read_tflite
+    from edgeprune.targets import get_target
+
+    stages = _Stages()
+    target = get_target(opts.target)
+    if opts.prune not in (None, "none") or opts.sparsity:
+        raise UsageError("a .tflite model is compiled as is; drop --prune/--sparsity (prune the PyTorch model instead)")
+    path = Path(opts.model)
+    if not path.is_file():
+        raise UsageError(f"model file {path} does not exist")
+    try:
+        tflite_bytes = path.read_bytes()
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror or first_line(e)}") from None
+    load_graph(tflite_bytes)  # one-line rejection before anything else
+    model = read_tflite(tflite_bytes)
+    eval_x = None
+    data_note = None
+    if opts.data is not None:
+        from edgeprune.data import load_dataset
+
+        data = load_dataset(opts.data)
+        eval_x = _quantize_inputs(model, data.x_test)
+        data_note = data.name if eval_x is not None else f"{data.name} (shape-incompatible, not used)"
+    stages.done("load")
+    back = build_backend(tflite_bytes, target, opts.format, eval_x, source=str(path), log=log)
+    stages.done("backend")
+    stats = rep.layer_stats(model)
+    report = {
+        "target": target.name,
+        "source": str(path),
+        "input_shape": list(model.tensors[model.inputs[0]].shape),
+        "data": {"name": data_note, "eval_inputs": back.validation.inputs},
+        "pruning": {"method": "none", "requested_sparsity": 0.0, "note": "compiled as is from .tflite"},
+        "model": stats.to_dict(),
+        "tflite": {
+            "input": _io_details(model, model.inputs[0]),
+            "output": _io_details(model, model.outputs[0]),
+            "ops": model.op_counts,
+        },
+        "target_limits": {"sram_bytes": target.sram_bytes, "flash_bytes": target.flash_bytes},
+        **_backend_fields(back),
+        "files": {},
+        "timings_s": {},
+    }
+    _merge_layers(report["model"]["layers"], back)
+    with staged_directory(Path(opts.out)) as stage:
+        (stage / "model.tflite").write_bytes(tflite_bytes)
+        back.write_into(stage)
+        report["files"] = {p.name: p.stat().st_size for p in sorted(stage.iterdir()) if p.is_file()}
+        stages.done("write")
+        report["timings_s"] = dict(stages.seconds)
         (stage / "report.json").write_text(rep.to_json(report))
     return report
 

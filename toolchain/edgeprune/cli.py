@@ -78,7 +78,8 @@ def example(name, out, epochs, seed, as_json):
 @main.command(name="compile")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--target", default="cortex-m7", show_default=True, help="Target profile (see `edgeprune targets`).")
-@click.option("--data", default="digits", show_default=True, help="'digits' (built in) or an .npz with x (N,C,H,W float32) and optional y (N,) labels.")
+@click.option("--data", default=None, help="'digits' (built in, the default) or an .npz with x (N,C,H,W float32) and optional y (N,) labels. "
+              "For a .tflite MODEL: evaluation inputs when shape-compatible, else random int8 inputs.")
 @click.option("--out", type=click.Path(file_okay=False), default="build", show_default=True, help="Output folder.")
 @click.option("--prune", type=click.Choice(["magnitude", "gmp", "nm", "channel", "none"]), default=None,
               help="Pruning method. Default: magnitude when --sparsity > 0, else none.")
@@ -95,15 +96,18 @@ def example(name, out, epochs, seed, as_json):
 @click.option("--input-shape", callback=_parse_shape, help="C,H,W of one sample when the model and data do not say.")
 @click.option("--arch", help="package.module:Class to build the model for a state_dict .pth.")
 @click.option("--trust-pickle", is_flag=True, help="Allow loading a whole pickled module (runs code from the file).")
+@click.option("--format", "weight_format", default="auto", show_default=True,
+              help="Weight format per layer: auto (cost model), dense, unstructured, block4, nm24 or dead.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print report.json on stdout.")
 @click.pass_context
 def compile_cmd(ctx, model, target, data, out, prune, sparsity, scope, nm, keep_first_last, finetune_epochs, gmp_steps,
-                min_agreement, input_shape, arch, trust_pickle, seed, as_json):
+                min_agreement, input_shape, arch, trust_pickle, weight_format, seed, as_json):
     """Prune, finetune and quantize MODEL, convert it to int8 TFLite and a C array.
 
-    MODEL is TorchScript (.pt), an ExportedProgram (.pt2), a state_dict (.pth with --arch)
-    or ONNX (.onnx, compiled as is).
+    MODEL is TorchScript (.pt), an ExportedProgram (.pt2), a state_dict (.pth with --arch),
+    ONNX (.onnx, compiled as is) or an int8 TFLite model (.tflite: only the C generation,
+    host validation and fit check run).
     """
     from edgeprune.api import CompileOptions, compile_model
 
@@ -112,7 +116,7 @@ def compile_cmd(ctx, model, target, data, out, prune, sparsity, scope, nm, keep_
         model=model, out=out, data=data, target=target, prune=prune, sparsity=sparsity, scope=scope, nm=nm,
         keep_first_last=keep_first_last, finetune_epochs=finetune_epochs, gmp_steps=gmp_steps,
         min_agreement=min_agreement, input_shape=input_shape, arch=arch, trust_pickle=trust_pickle, seed=seed,
-        quiet=as_json, verbose=verbose,
+        quiet=as_json, verbose=verbose, format=weight_format,
     )
     log = (lambda msg: click.echo(msg, err=True)) if verbose else (lambda msg: None)
     report = compile_model(opts, log=log)
@@ -131,21 +135,39 @@ def _print_summary(report: dict, out: str, verbose: bool) -> None:
     def pct(v):
         return "n/a" if v is None else f"{v:.1%}"
 
-    m, acc = report["model"], report["accuracy"]
+    m, acc = report["model"], report.get("accuracy")
     console = Console()
     from pathlib import Path
 
     table = Table(title=f"{report['source']} -> {Path(out)}/ ({report['target']})", show_lines=False)
-    for col, just in (("layer", "left"), ("op", "left"), ("weights", "right"), ("sparsity", "right"), ("MACs", "right"), ("non-zero MACs", "right")):
+    for col, just in (("layer", "left"), ("op", "left"), ("weights", "right"), ("sparsity", "right"), ("MACs", "right"),
+                      ("non-zero MACs", "right"), ("format", "left"), ("flash B", "right"), ("est. instr.", "right")):
         table.add_column(col, justify=just)
     for l in m["layers"]:
-        table.add_row(l["name"], l["op"], "x".join(map(str, l["weight_shape"])), pct(l["sparsity"]), f"{l['macs']:,}", f"{l['nonzero_macs']:,}")
-    table.add_row("total", "", f"{m['weights']:,}", pct(m["sparsity"]), f"{m['macs']:,}", f"{m['nonzero_macs']:,}", style="bold")
+        table.add_row(l["name"], l["op"], "x".join(map(str, l["weight_shape"])), pct(l["sparsity"]), f"{l['macs']:,}",
+                      f"{l['nonzero_macs']:,}", l.get("format", "-"), f"{l.get('weight_bytes', 0):,}",
+                      f"{l.get('instructions_estimate', 0):,}")
+    total_instr = sum(l.get("instructions_estimate", 0) for l in m["layers"])
+    table.add_row("total", "", f"{m['weights']:,}", pct(m["sparsity"]), f"{m['macs']:,}", f"{m['nonzero_macs']:,}", "",
+                  f"{sum(l.get('weight_bytes', 0) for l in m['layers']):,}", f"{total_instr:,}", style="bold")
     console.print(table)
-    console.print(
-        f"accuracy on {acc['samples']} test samples: float {pct(acc['float'])}, int8 {pct(acc['int8'])}, "
-        f"top-1 agreement {pct(acc['agreement'])}, max logit error {acc['max_logit_error']:.4f}"
-    )
+    if acc:
+        console.print(
+            f"accuracy on {acc['samples']} test samples: float {pct(acc['float'])}, int8 {pct(acc['int8'])}, "
+            f"top-1 agreement {pct(acc['agreement'])}, max logit error {acc['max_logit_error']:.4f}"
+        )
+    mem, val = report.get("memory"), report.get("validation")
+    if mem:
+        limits = report.get("target_limits", {})
+
+        def of(limit):
+            return f" of {limit:,}" if limit else ""
+
+        console.print(f"memory: flash {mem['flash_bytes']:,} B{of(limits.get('flash_bytes'))} (weights {mem['weights_bytes']:,}, "
+                      f"code {mem['code_bytes']:,}), SRAM {mem['sram_peak_bytes']:,} B{of(limits.get('sram_bytes'))} "
+                      f"(arena {mem['arena_bytes']:,})")
+    if val:
+        console.print(f"generated C: bit-exact with {val['oracle']} on {val['samples']} samples ({val['inputs']} inputs)")
     if not all(l["zeros_preserved"] in (True, None) for l in m["layers"]):
         console.print("[yellow]warning: some pruned zeros did not survive quantization[/yellow]")
     files = ", ".join(f"{k} {v:,} B" for k, v in report["files"].items())
