@@ -82,3 +82,12 @@ def test_quantize_multiplier_matches_tflite_on_edge_cases():
     m, s = Q.quantize_multiplier(0.999999999999)  # rounds up to 2^31: renormalized
     assert (m, s) == (1 << 30, 1)
     assert Q.quantize_multiplier(2.0**-40) == (0, 0)
+
+
+def test_per_channel_multipliers_refuse_bad_scales_and_accept_dead_channels():
+    mult, shift = Q.per_channel_multipliers(0.1, [0.0, 0.01], 0.2)  # an all-zero channel has scale 0
+    assert (mult[0], shift[0]) == (0, 0) and mult[1] > 0
+    for bad in [dict(input_scale=0.0), dict(output_scale=float("nan")), dict(filter_scales=[-0.01])]:
+        args = dict(input_scale=0.1, filter_scales=[0.01], output_scale=0.2) | bad
+        with pytest.raises(ValueError):
+            Q.per_channel_multipliers(**args)

@@ -35,10 +35,15 @@ def quantize_multiplier(real_multiplier: float) -> tuple[int, int]:
 
 
 def per_channel_multipliers(input_scale: float, filter_scales, output_scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """Effective scale input*filter/output per channel, in double from the float32 scales."""
+    """Effective scale input*filter/output per channel, in double from the float32 scales.
+
+    A filter scale may be 0 (an all-zero channel: the multiplier is then 0, as in TFLM)."""
+    in_scale, out_scale = _f64(input_scale, "input scale"), _f64(output_scale, "output scale")
     mults, shifts = [], []
     for fs in np.atleast_1d(np.asarray(filter_scales, dtype=np.float32)):
-        real = float(np.float32(input_scale)) * float(fs) / float(np.float32(output_scale))
+        if not (math.isfinite(float(fs)) and fs >= 0):
+            raise ValueError(f"filter scales must be finite and >= 0, got {float(fs)}")
+        real = in_scale * float(fs) / out_scale
         m, s = quantize_multiplier(real)
         mults.append(m)
         shifts.append(s)
