@@ -208,6 +208,14 @@ def generate(lib, n_conv=260, n_dw=60, n_fc=160) -> list:
         c = fc_case(lib, rng, len(cases), fmt, float(rng.choice(sparsities)), int(rng.integers(1, 4)), n_in,
                     int(rng.choice([1, 2, 5, 8, 31, 64])), str(rng.choice(["NONE", "RELU", "RELU6"])))
         cases.append(c)
+    for i in range(24):  # dead with at most 4 live channels and in_c % 16 == 0: the few-channel path
+        g = geometry(rng, False)
+        g["in_c"] = int(rng.choice([16, 32]))
+        g["out_c"] = int(rng.choice([1, 3, 16, 17, 40]))
+        live = int(rng.integers(0, 5))
+        c = conv_case(lib, rng, len(cases), "dead", 1.0 - min(live, g["out_c"]) / g["out_c"], CONV, g)
+        assert c is not None, g
+        cases.append(c)
     for name in ("a", "b", "d"):  # the bench layers at 90%, every format
         for fmt in FORMATS:
             c = bench_case(lib, rng, len(cases), name, fmt, 0.9)

@@ -9,7 +9,8 @@
  * (which the folded bias turns into exact zeros). Requantization runs on the 16 lanes with the
  * channel's multiplier; the int8 results go to a [channel][16] stage that a 16x16 byte transpose writes
  * to the NHWC output. Dead channels keep their constant in the stage for the whole call. nm24 rows are
- * expanded once per call to dense rows and run as the dead format.
+ * expanded once per call to dense rows and run as the dead format. Dead-format spatial convs with at
+ * most 4 live channels and in_c % 16 == 0 take a transpose-free path instead (ep_sn_conv_few below).
  *
  * Each source including this header picks the dot product first: EP_SPARSE_NEON_SDOT 1 uses SDOT
  * (Armv8.2 dot product), 0 the same per-lane sums with widening multiplies (plain Armv8.0 NEON).
@@ -400,6 +401,364 @@ static inline void ep_sn_expand_nm24(const ep_sparse_s8_t *w, int8_t *dense)
     }
 }
 
+/* Few live channels (dead format, in_c % 16 == 0). With 4 or fewer live channels the panel and the
+ * 16x16 output transposes would cost more than the dot products they serve, so nothing is
+ * transposed: one pixel's 16 input channels at a tap are one vector, dotted with the channel's 16
+ * weights there (4 partial sums per lane, added pairwise at the end). A group is 4 pixels by up to 4
+ * live channels, or 8 pixels by 1 or 2 (16 accumulators; each input load feeds every channel).
+ * Interior pixels read the input in place; border pixels read a gathered im2col row. TBX then merges
+ * the live results into the dead channels' constants, one output vector per pixel and 16 channels.
+ * Layer 3x3 16->16 on 32x32 with 2 live channels: 92.7K instructions against 142K for the panel. */
+#define EP_SN_FEW_MAX 4
+
+static inline int ep_sn_few_ok(const ep_sparse_s8_t *w, int32_t in_c, int32_t taps)
+{
+    /* Pointwise convs keep the panel path: it measured faster there (1x1 64->64 on 25x5, 3 live channels). */
+    return w->format == EP_SPARSE_DEAD && w->n_live <= EP_SN_FEW_MAX && in_c % 16 == 0 && taps > 1;
+}
+
+#define EP_SN_FEW_DOT(A, wp)                                                                                    \
+    do {                                                                                                        \
+        const int8x16_t wv = vld1q_s8(wp);                                                                      \
+        A##0 = ep_sn_dot(A##0, x0, wv);                                                                         \
+        A##1 = ep_sn_dot(A##1, x1, wv);                                                                         \
+        A##2 = ep_sn_dot(A##2, x2, wv);                                                                         \
+        A##3 = ep_sn_dot(A##3, x3, wv);                                                                         \
+    } while (0)
+
+/* Per live channel j (< EP_SN_FEW_MAX): its bias, multiplier and shift broadcast, set once per call. */
+typedef struct {
+    int32x4_t bias[EP_SN_FEW_MAX], mult[EP_SN_FEW_MAX], shift[EP_SN_FEW_MAX];
+    int fast[EP_SN_FEW_MAX]; /* shift < 0 */
+} ep_sn_few_q_t;
+
+/* The 4 pixels' sums (pairwise adds of their partial lanes) plus the bias, requantized for live channel j. */
+static inline int32x4_t ep_sn_few_finish(int32x4_t a0, int32x4_t a1, int32x4_t a2, int32x4_t a3,
+                                         const ep_sn_few_q_t *cq, int j)
+{
+    const int32x4_t s = vaddq_s32(vpaddq_s32(vpaddq_s32(a0, a1), vpaddq_s32(a2, a3)), cq->bias[j]);
+    return ep_neon_requant_s32(s, cq->mult[j], cq->shift[j], cq->fast[j]);
+}
+
+/* One group: pixel l's chunk i (16 bytes) at p<l> + xoff[i], live row j's at dense + j * stride + 16 * i.
+ * Returns the int8 results, byte 4 * j + l. nch (1..4) is a constant after inlining. */
+static inline __attribute__((always_inline)) int8x16_t
+ep_sn_few_group(const int8_t *p0, const int8_t *p1, const int8_t *p2, const int8_t *p3, const int32_t *xoff,
+                int32_t chunks, const int8_t *dense, int32_t stride, const ep_sn_few_q_t *cq, const ep_neon_out_t *oc,
+                int nch)
+{
+    const int8_t *w0 = dense, *w1 = dense + (nch > 1 ? stride : 0);
+    const int8_t *w2 = dense + (nch > 2 ? 2 * stride : 0), *w3 = dense + (nch > 3 ? 3 * stride : 0);
+    const int32x4_t z = vdupq_n_s32(0);
+    int32x4_t A0 = z, A1 = z, A2 = z, A3 = z, B0 = z, B1 = z, B2 = z, B3 = z;
+    int32x4_t C0 = z, C1 = z, C2 = z, C3 = z, D0 = z, D1 = z, D2 = z, D3 = z;
+    for (int32_t i = 0; i < chunks; ++i) {
+        const int32_t o = xoff[i], k = 16 * i;
+        const int8x16_t x0 = vld1q_s8(p0 + o), x1 = vld1q_s8(p1 + o), x2 = vld1q_s8(p2 + o), x3 = vld1q_s8(p3 + o);
+        EP_SN_FEW_DOT(A, w0 + k);
+        if (nch > 1) {
+            EP_SN_FEW_DOT(B, w1 + k);
+        }
+        if (nch > 2) {
+            EP_SN_FEW_DOT(C, w2 + k);
+        }
+        if (nch > 3) {
+            EP_SN_FEW_DOT(D, w3 + k);
+        }
+    }
+    const int32x4_t r0 = ep_sn_few_finish(A0, A1, A2, A3, cq, 0);
+    const int32x4_t r1 = nch > 1 ? ep_sn_few_finish(B0, B1, B2, B3, cq, 1) : r0;
+    const int32x4_t r2 = nch > 2 ? ep_sn_few_finish(C0, C1, C2, C3, cq, 2) : r0;
+    const int32x4_t r3 = nch > 3 ? ep_sn_few_finish(D0, D1, D2, D3, cq, 3) : r0;
+    return ep_neon_narrow16(r0, r1, r2, r3, oc->out_off, oc->act_min, oc->act_max);
+}
+
+/* 8 pixels p + l * sx by 1 or 2 live channels (24 accumulators would not leave room for the loads):
+ * each weight load feeds 8 dot products. Byte 4 * j + l of the result for pixels 0..3, 8 + 4 * j + l - 4
+ * for pixels 4..7. */
+#define EP_SN_FEW_DOT8(A, wp)                                                                                   \
+    do {                                                                                                        \
+        const int8x16_t wv = vld1q_s8(wp);                                                                      \
+        A##0 = ep_sn_dot(A##0, x0, wv);                                                                         \
+        A##1 = ep_sn_dot(A##1, x1, wv);                                                                         \
+        A##2 = ep_sn_dot(A##2, x2, wv);                                                                         \
+        A##3 = ep_sn_dot(A##3, x3, wv);                                                                         \
+        A##4 = ep_sn_dot(A##4, x4, wv);                                                                         \
+        A##5 = ep_sn_dot(A##5, x5, wv);                                                                         \
+        A##6 = ep_sn_dot(A##6, x6, wv);                                                                         \
+        A##7 = ep_sn_dot(A##7, x7, wv);                                                                         \
+    } while (0)
+
+static inline __attribute__((always_inline)) int8x16_t
+ep_sn_few_group8(const int8_t *p, int32_t sx, const int32_t *xoff, int32_t chunks, const int8_t *dense, int32_t stride,
+                 const ep_sn_few_q_t *cq, const ep_neon_out_t *oc, int nch)
+{
+    const int8_t *p0 = p, *p1 = p0 + sx, *p2 = p1 + sx, *p3 = p2 + sx, *p4 = p3 + sx, *p5 = p4 + sx, *p6 = p5 + sx;
+    const int8_t *p7 = p6 + sx;
+    const int8_t *w0 = dense, *w1 = dense + (nch > 1 ? stride : 0);
+    const int32x4_t z = vdupq_n_s32(0);
+    int32x4_t A0 = z, A1 = z, A2 = z, A3 = z, A4 = z, A5 = z, A6 = z, A7 = z;
+    int32x4_t B0 = z, B1 = z, B2 = z, B3 = z, B4 = z, B5 = z, B6 = z, B7 = z;
+    for (int32_t i = 0; i < chunks; ++i) {
+        const int32_t o = xoff[i], k = 16 * i;
+        const int8x16_t x0 = vld1q_s8(p0 + o), x1 = vld1q_s8(p1 + o), x2 = vld1q_s8(p2 + o), x3 = vld1q_s8(p3 + o);
+        const int8x16_t x4 = vld1q_s8(p4 + o), x5 = vld1q_s8(p5 + o), x6 = vld1q_s8(p6 + o), x7 = vld1q_s8(p7 + o);
+        EP_SN_FEW_DOT8(A, w0 + k);
+        if (nch > 1) {
+            EP_SN_FEW_DOT8(B, w1 + k);
+        }
+    }
+    const int32x4_t a_lo = ep_sn_few_finish(A0, A1, A2, A3, cq, 0);
+    const int32x4_t a_hi = ep_sn_few_finish(A4, A5, A6, A7, cq, 0);
+    const int32x4_t b_lo = nch > 1 ? ep_sn_few_finish(B0, B1, B2, B3, cq, 1) : a_lo;
+    const int32x4_t b_hi = nch > 1 ? ep_sn_few_finish(B4, B5, B6, B7, cq, 1) : a_hi;
+    return ep_neon_narrow16(a_lo, b_lo, a_hi, b_hi, oc->out_off, oc->act_min, oc->act_max);
+}
+
+/* The per-call state of the few-channel path. sel[64 * blk + 16 * l ..] are the TBX indices of pixel slot
+ * l in output block blk (4 * j + l for live channel j, 255 keeps the constant); xoff_in holds the chunk
+ * offsets from a pixel's first tap in the input, xoff_col those in a gathered im2col row. */
+typedef struct {
+    const ep_sparse_s8_t *w;
+    ep_sn_few_q_t cq;
+    ep_neon_out_t oc;
+    const int32_t *xoff_in, *xoff_col;
+    int32_t chunks, stride, out_c;
+    const int8_t *consts;
+    const uint8_t *sel;
+} ep_sn_few_t;
+
+/* The 16-channel output blocks of one pixel: the constants with the live results of slot l put in. */
+static inline __attribute__((always_inline)) void ep_sn_few_store(const ep_sn_few_t *f, int8x16_t r, int32_t l,
+                                                                  int8_t *dst)
+{
+    if (f->out_c == 16) { /* the common single block */
+        vst1q_s8(dst, vqtbx1q_s8(vld1q_s8(f->consts), r, vld1q_u8(f->sel + 16 * l)));
+        return;
+    }
+    int32_t c = 0;
+    for (; c + 16 <= f->out_c; c += 16) {
+        vst1q_s8(dst + c, vqtbx1q_s8(vld1q_s8(f->consts + c), r, vld1q_u8(f->sel + 8 * c + 16 * l)));
+    }
+    if (c < f->out_c) {
+        int8_t tail[16];
+        vst1q_s8(tail, vqtbx1q_s8(vld1q_s8(f->consts + c), r, vld1q_u8(f->sel + 8 * c + 16 * l)));
+        for (int32_t k = c; k < f->out_c; ++k) {
+            dst[k] = tail[k - c];
+        }
+    }
+}
+
+/* n (1..4) pixels: inputs p0..p3 (chunk offsets xoff), outputs d0..d<n-1>. */
+static inline __attribute__((always_inline)) void
+ep_sn_few_run(const ep_sn_few_t *f, const int8_t *p0, const int8_t *p1, const int8_t *p2, const int8_t *p3,
+              const int32_t *xoff, int8_t *d0, int8_t *d1, int8_t *d2, int8_t *d3, int32_t n, int nch)
+{
+    const int8x16_t r = nch > 0 ? ep_sn_few_group(p0, p1, p2, p3, xoff, f->chunks, f->w->values, f->stride, &f->cq, &f->oc,
+                                                  nch)
+                                : vdupq_n_s8(0);
+    ep_sn_few_store(f, r, 0, d0);
+    if (n > 1) {
+        ep_sn_few_store(f, r, 1, d1);
+    }
+    if (n > 2) {
+        ep_sn_few_store(f, r, 2, d2);
+    }
+    if (n > 3) {
+        ep_sn_few_store(f, r, 3, d3);
+    }
+}
+
+/* The im2col row of one border pixel (in_c % 16 == 0), zero points for the padded taps. Not inlined: the
+ * pixel loops keep their registers. */
+static __attribute__((noinline)) void ep_sn_few_gather(const ep_conv_params_t *p, const ep_dims_t *in_d,
+                                                       const int8_t *in, int32_t k_h, int32_t k_w, int32_t oy,
+                                                       int32_t ox, int8x16_t zp, int8_t *dst)
+{
+    const int32_t in_c = in_d->c, y0 = oy * p->stride_h - p->pad_h, x0 = ox * p->stride_w - p->pad_w;
+    const int32_t row = k_w * in_c; /* bytes of one kernel row */
+    const int x_in = p->dilation_w == 1 && x0 >= 0 && x0 + k_w <= in_d->w;
+    for (int32_t ky = 0; ky < k_h; ++ky, dst += row) {
+        const int32_t iy = y0 + p->dilation_h * ky;
+        if (iy < 0 || iy >= in_d->h) {
+            for (int32_t h = 0; h < row; h += 16) {
+                vst1q_s8(dst + h, zp);
+            }
+        } else if (x_in) { /* the whole kernel row is contiguous in the input */
+            const int8_t *src = in + (iy * in_d->w + x0) * in_c;
+            for (int32_t h = 0; h < row; h += 16) {
+                vst1q_s8(dst + h, vld1q_s8(src + h));
+            }
+        } else if (p->dilation_w == 1) { /* zero points, the part inside the image, zero points */
+            const int32_t lo = (x0 < 0 ? -x0 : 0) * in_c, x1 = in_d->w - x0;
+            const int32_t hi = (x1 < k_w ? (x1 > 0 ? x1 : 0) : k_w) * in_c;
+            const int32_t src = (iy * in_d->w + x0) * in_c; /* in + src + h is inside for h in [lo, hi) */
+            int32_t h = 0;
+            for (; h < lo && h < row; h += 16) {
+                vst1q_s8(dst + h, zp);
+            }
+            for (; h < hi; h += 16) {
+                vst1q_s8(dst + h, vld1q_s8(in + (src + h)));
+            }
+            for (; h < row; h += 16) {
+                vst1q_s8(dst + h, zp);
+            }
+        } else {
+            for (int32_t kx = 0; kx < k_w; ++kx) {
+                const int32_t ix = x0 + p->dilation_w * kx;
+                const int inside = ix >= 0 && ix < in_d->w;
+                const int8_t *src = in + (iy * in_d->w + (inside ? ix : 0)) * in_c;
+                for (int32_t h = 0; h < in_c; h += 16) {
+                    vst1q_s8(dst + kx * in_c + h, inside ? vld1q_s8(src + h) : zp);
+                }
+            }
+        }
+    }
+}
+
+/* All output pixels of one batch with nch live channels: interior pixels 4 at a time along their
+ * row, read in place; then the border ones, gathered 4 at a time. */
+static inline __attribute__((always_inline)) void
+ep_sn_few_batch(const ep_sn_few_t *f, const ep_conv_params_t *params, const ep_dims_t *in_d, const int8_t *in,
+                const ep_dims_t *f_d, const ep_dims_t *out_d, int8_t *out, int8_t *cols_buf, int8_t pad, int nch)
+{
+    const int32_t out_c = out_d->c, out_w = out_d->w, cols = f->w->cols;
+    ep_sn_pixels_t it;
+    ep_sn_pixels_init(&it, params, in_d, f_d, out_d, 1);
+    for (int32_t oy = it.y_lo; oy <= it.y_hi; ++oy) {
+        const int8_t *p = in + (it.pad_off + oy * it.step_y + it.x_lo * it.step_x);
+        int8_t *d = out + (oy * out_w + it.x_lo) * out_c;
+        int32_t ox = it.x_lo;
+        if (nch > 0 && nch <= 2) {
+            for (; ox + 8 <= it.x_hi + 1; ox += 8, p += 8 * it.step_x, d += 8 * out_c) {
+                const int8x16_t r = ep_sn_few_group8(p, it.step_x, f->xoff_in, f->chunks, f->w->values, f->stride,
+                                                     &f->cq, &f->oc, nch);
+                for (int32_t l = 0; l < 8; ++l) {
+                    ep_sn_few_store(f, r, l, d + l * out_c);
+                }
+            }
+            if (ox <= it.x_hi && ox - 8 >= it.x_lo) {
+                /* The row's last 1..7 pixels: one more group of 8 ending at the last pixel, recomputing
+                 * (and rewriting with the same values) some already done; cheaper than smaller groups. */
+                const int32_t back = ox + 8 - (it.x_hi + 1);
+                p -= back * it.step_x;
+                d -= back * out_c;
+                const int8x16_t r = ep_sn_few_group8(p, it.step_x, f->xoff_in, f->chunks, f->w->values, f->stride,
+                                                     &f->cq, &f->oc, nch);
+                for (int32_t l = 0; l < 8; ++l) {
+                    ep_sn_few_store(f, r, l, d + l * out_c);
+                }
+                ox = it.x_hi + 1;
+            }
+        }
+        for (; ox + 4 <= it.x_hi + 1; ox += 4, p += 4 * it.step_x, d += 4 * out_c) {
+            ep_sn_few_run(f, p, p + it.step_x, p + 2 * it.step_x, p + 3 * it.step_x, f->xoff_in, d, d + out_c,
+                          d + 2 * out_c, d + 3 * out_c, 4, nch);
+        }
+        if (ox <= it.x_hi) { /* lanes past the last pixel repeat lane 0 (never stored) */
+            const int32_t n = it.x_hi + 1 - ox;
+            ep_sn_few_run(f, p, n > 1 ? p + it.step_x : p, n > 2 ? p + 2 * it.step_x : p, p, f->xoff_in, d,
+                          n > 1 ? d + out_c : d, n > 2 ? d + 2 * out_c : d, d, n, nch);
+        }
+    }
+    const int8_t *base[4];
+    int8_t *dst[4];
+    const int8x16_t zp = vdupq_n_s8(pad);
+    int32_t n = 0;
+    for (int32_t oy = 0; oy < out_d->h; ++oy) {
+        const int in_rows = oy >= it.y_lo && oy <= it.y_hi;
+        for (int32_t ox = 0; ox < out_w; ++ox) {
+            if (in_rows && ox == it.x_lo) {
+                ox = it.x_hi; /* skip the interior part of the row */
+                continue;
+            }
+            ep_sn_few_gather(params, in_d, in, f_d->h, f_d->w, oy, ox, zp, cols_buf + n * cols);
+            base[n] = cols_buf + n * cols;
+            dst[n++] = out + (oy * out_w + ox) * out_c;
+            if (n == 4) {
+                ep_sn_few_run(f, base[0], base[1], base[2], base[3], f->xoff_col, dst[0], dst[1], dst[2], dst[3], 4,
+                              nch);
+                n = 0;
+            }
+        }
+    }
+    if (n > 0) {
+        for (int32_t l = n; l < 4; ++l) {
+            base[l] = base[0];
+        }
+        ep_sn_few_run(f, base[0], base[1], base[2], base[3], f->xoff_col, dst[0], dst[1], dst[2], dst[3], n, nch);
+    }
+}
+
+/* The few-channel driver; scratch as for ep_sn_conv. */
+static inline void ep_sn_conv_few(const ep_conv_params_t *params, const ep_quant_t *quant, const ep_dims_t *input_dims,
+                                  const int8_t *input, const ep_dims_t *filter_dims, const ep_sparse_s8_t *filter,
+                                  const ep_dims_t *output_dims, int8_t *output, void *scratch)
+{
+    const int32_t in_c = input_dims->c, k_w = filter_dims->w, out_c = output_dims->c, cols = filter->cols;
+    const int32_t rows16 = ep_neon_round_up(out_c, 16), cols16 = ep_neon_round_up(cols, 16);
+    const int32_t row_bytes = input_dims->w * in_c, chunks = cols / 16;
+    /* The regions of ep_sn_conv: stage -> TBX indices, panel -> gathered rows, im2col columns -> chunk
+     * offsets. */
+    uint8_t *sel = (uint8_t *)scratch;
+    int32_t *acc = (int32_t *)(void *)(sel + 16 * rows16);
+    int8_t *consts = (int8_t *)(acc + rows16);
+    int8_t *cols_buf = consts + rows16;
+    int32_t *xoff_in = (int32_t *)(void *)(cols_buf + 16 * cols16), *xoff_col = xoff_in + chunks;
+
+    memcpy(acc, filter->bias, (size_t)out_c * 4); /* dead channels: requantize(bias) */
+    ep_sn_requant_rows(acc, quant, out_c, consts);
+    ep_neon_fill(consts + out_c, 0, rows16 - out_c);
+    ep_neon_fill((int8_t *)sel, -1, 8 * rows16);
+    for (int32_t j = 0; j < filter->n_live; ++j) {
+        const int32_t o = filter->live[j];
+        for (int32_t l = 0; l < 8; ++l) { /* slots 4..7 only with 8-pixel groups (at most 2 live channels) */
+            sel[8 * (o & ~15) + 16 * l + (o & 15)] = (uint8_t)(l < 4 ? 4 * j + l : 8 + 4 * j + l - 4);
+        }
+    }
+    for (int32_t ky = 0, i = 0; ky < filter_dims->h; ++ky) { /* chunk i is columns 16i..16i+15 */
+        for (int32_t kx = 0; kx < k_w; ++kx) {
+            for (int32_t h = 0; h < in_c; h += 16, ++i) {
+                xoff_in[i] = ky * params->dilation_h * row_bytes + kx * params->dilation_w * in_c + h;
+                xoff_col[i] = 16 * i;
+            }
+        }
+    }
+    ep_sn_few_t f;
+    f.w = filter;
+    for (int32_t j = 0; j < EP_SN_FEW_MAX; ++j) {
+        const int live = j < filter->n_live;
+        const int32_t o = live ? filter->live[j] : 0;
+        f.cq.bias[j] = vdupq_n_s32(live ? filter->bias[o] : 0);
+        f.cq.mult[j] = vdupq_n_s32(live ? quant->multiplier[o] : 0);
+        f.cq.shift[j] = vdupq_n_s32(live ? quant->shift[o] : 0);
+        f.cq.fast[j] = live && quant->shift[o] < 0;
+    }
+    f.oc = ep_neon_out_init(quant, 0);
+    f.xoff_in = xoff_in;
+    f.xoff_col = xoff_col;
+    f.chunks = chunks;
+    f.stride = ep_sparse_round4(cols);
+    f.out_c = out_c;
+    f.consts = consts;
+    f.sel = sel;
+    const int8_t pad = (int8_t)(-filter->input_offset);
+    const int32_t in_size = input_dims->h * row_bytes, out_size = output_dims->h * output_dims->w * out_c;
+    for (int32_t b = 0; b < input_dims->n; ++b) {
+        const int8_t *in = input + b * in_size;
+        int8_t *out = output + b * out_size;
+#define EP_SN_FEW_BATCH(nch) ep_sn_few_batch(&f, params, input_dims, in, filter_dims, output_dims, out, cols_buf, pad, nch)
+        switch (filter->n_live) {
+        case 0: EP_SN_FEW_BATCH(0); break;
+        case 1: EP_SN_FEW_BATCH(1); break;
+        case 2: EP_SN_FEW_BATCH(2); break;
+        case 3: EP_SN_FEW_BATCH(3); break;
+        default: EP_SN_FEW_BATCH(4); break;
+        }
+#undef EP_SN_FEW_BATCH
+    }
+}
+
 /* CONV_2D driver of the NEON matrix formats. */
 static inline void ep_sn_conv(const ep_conv_params_t *params, const ep_quant_t *quant, const ep_dims_t *input_dims,
                               const int8_t *input, const ep_dims_t *filter_dims, const ep_sparse_s8_t *filter,
@@ -411,6 +770,10 @@ static inline void ep_sn_conv(const ep_conv_params_t *params, const ep_quant_t *
     const int32_t cols = filter->cols, rows16 = ep_neon_round_up(out_c, 16), cols16 = ep_neon_round_up(cols, 16);
     const int32_t row_len = k_w * in_c;
     const int8_t pad = (int8_t)(-filter->input_offset);
+    if (ep_sn_few_ok(filter, in_c, k_h * k_w)) {
+        ep_sn_conv_few(params, quant, input_dims, input, filter_dims, filter, output_dims, output, scratch);
+        return;
+    }
 
     int8_t *stage = (int8_t *)scratch;
     int32_t *acc = (int32_t *)(void *)(stage + 16 * rows16);
