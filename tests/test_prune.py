@@ -171,3 +171,27 @@ def test_channel_pruning_is_exact_on_other_graph_shapes(cls):
         assert groups == [] and removed == {}
     else:
         assert sum(removed.values()) > 0
+
+
+def test_block_pruning_zeroes_whole_1x4_input_channel_blocks(model):
+    masks, skipped = P.block_masks(model, 0.8)
+    P.apply_masks(model, masks)
+    assert skipped == ["features.0.weight"]  # one input channel: no block of 4
+    weights = [l for l in P.prunable_layers(model)]
+    total = sum(l.size for l in weights)
+    zeros = sum(int((P.parameters_by_name(model)[l.name] == 0).sum()) for l in weights)
+    assert abs(zeros / total - 0.8) < 0.01
+    for l in weights:
+        if l.name in skipped:
+            continue
+        w = P.parameters_by_name(model)[l.name].detach()
+        blocks = (w.movedim(1, -1) if w.dim() == 4 else w).reshape(-1, 4)
+        nonzero = (blocks != 0).sum(dim=1)
+        assert set(nonzero.tolist()) <= {0, 4}, f"{l.name}: a block is partly pruned"
+    # The kernels' block4 encoder takes exactly these blocks (TFLite layout: input channels last).
+    from edgeprune.sparse import encode
+
+    fc = P.parameters_by_name(model)["classifier.weight"].detach().numpy()
+    q = np.clip(np.rint(fc / np.abs(fc).max() * 127), -127, 127).astype(np.int8)
+    enc = encode("block4", q, None, 0, "fc")
+    assert enc.stored_values == int((q.reshape(-1, 4) != 0).any(axis=1).sum()) * 4

@@ -26,7 +26,7 @@ class CompileOptions:
     out: str | Path
     data: str | None = None  # None: "digits" for PyTorch/ONNX models; for a .tflite, random eval inputs
     target: str = "cortex-m7"
-    prune: str | None = None  # magnitude | gmp | nm | channel | none; default: magnitude if sparsity > 0
+    prune: str | None = None  # magnitude | gmp | block | nm | channel | none; default: magnitude if sparsity > 0
     sparsity: float = 0.0
     scope: str = "global"
     nm: str = "2:4"
@@ -394,6 +394,10 @@ def _prune(module, method: str, opts: CompileOptions, data, input_shape, log) ->
 
     if method == "magnitude":
         masks = P.magnitude_masks(module, opts.sparsity, opts.scope, dense)
+    elif method == "block":
+        masks, skipped = P.block_masks(module, opts.sparsity, 4, dense)
+        info["block"] = "1x4: 4 consecutive input-channel weights kept or zeroed together"
+        info["dense_layers"] = skipped
     elif method == "nm":
         n, m = P.parse_nm(opts.nm)
         masks, skipped = P.nm_masks(module, n, m, dense)

@@ -81,8 +81,8 @@ def example(name, out, epochs, seed, as_json):
 @click.option("--data", default=None, help="'digits' (built in, the default) or an .npz with x (N,C,H,W float32) and optional y (N,) labels. "
               "For a .tflite MODEL: evaluation inputs when shape-compatible, else random int8 inputs.")
 @click.option("--out", type=click.Path(file_okay=False), default="build", show_default=True, help="Output folder.")
-@click.option("--prune", type=click.Choice(["magnitude", "gmp", "nm", "channel", "none"]), default=None,
-              help="Pruning method. Default: magnitude when --sparsity > 0, else none.")
+@click.option("--prune", type=click.Choice(["magnitude", "gmp", "block", "nm", "channel", "none"]), default=None,
+              help="Pruning method (block: whole 1x4 input-channel blocks, for the block4 kernels). Default: magnitude when --sparsity > 0, else none.")
 @click.option("--sparsity", type=float, default=0.0, show_default=True,
               help="Target fraction of zero conv/linear weights (for channel: fraction of channels removed).")
 @click.option("--scope", type=click.Choice(["global", "layer", "erk"]), default="global", show_default=True,
