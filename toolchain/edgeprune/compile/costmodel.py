@@ -3,8 +3,8 @@
     instructions ~= a * work + b * macs + c
 
 `work` is the MACs the format actually performs: all of them for dense (it multiplies zeros too),
-those of the live (not all-zero) output channels for dead, the non-zero ones for the other sparse
-formats (their index overhead is in `a`); `macs` (every weight once
+those of the live (not all-zero) output channels for dead, and those of the stored weights for the
+other sparse formats (block4 stores whole blocks, nm24 two of every four; index overhead is in `a`); `macs` (every weight once
 per output position) carries the per-position cost a sparse kernel pays whatever the sparsity
 (im2col, requantization, walking the index). Coefficients are per (target, backend, format).
 
@@ -66,9 +66,11 @@ def _fitted(path: str, mtime: float) -> dict[tuple[str, str, str], Coefficients]
         macs = np.array([r["macs"] for r in rs], float)
         nz = macs * (1.0 - np.array([r["sparsity"] for r in rs], float))
         y = np.array([r["instructions"] for r in rs], float)
-        work = macs if key[2] in ("dense", "dead") else nz  # random benchmark sparsity leaves no dead rows
+        # bench/kernels prunes each format in its own pattern (blocks for block4, channels for dead),
+        # so the stored weights are the non-zero ones there.
+        work = macs if key[2] == "dense" else nz
         c = PER_CALL
-        cols = [work] if key[2] in ("dense", "dead") else [work, macs]
+        cols = [work] if key[2] == "dense" else [work, macs]
         coef, *_ = np.linalg.lstsq(np.stack(cols, 1), y - c, rcond=None)
         a, b = float(coef[0]), (float(coef[1]) if len(coef) > 1 else 0.0)
         if b < 0:  # refit without the per-MAC term rather than predict negative overhead

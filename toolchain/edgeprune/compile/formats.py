@@ -53,12 +53,13 @@ def _bias(graph: Graph, op: Op, n_out: int) -> np.ndarray:
 
 
 def _work(fmt: str, enc: SparseWeights | None, macs: int, nonzero_macs: int) -> int:
-    """MACs the format performs: all (dense), those of live channels (dead), the non-zero ones (others)."""
+    """MACs the format performs: all (dense), those of live channels (dead), those of the stored
+    weights (the others: a block4 block with one non-zero weight still costs four)."""
     if fmt == "dense":
         return macs
     if fmt == "dead":
         return macs * int(enc.live_channels.size) // max(enc.rows, 1)
-    return nonzero_macs
+    return max(nonzero_macs, macs * enc.stored_values // max(enc.rows * enc.cols, 1))
 
 
 def choose_formats(graph: Graph, target, override: str = "auto") -> dict[int, LayerFormat]:
