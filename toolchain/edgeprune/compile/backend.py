@@ -39,6 +39,7 @@ from edgeprune.compile.ir import Graph, build_graph
 from edgeprune.compile.passes import find_in_place, simplify
 from edgeprune.compile.planner import plan_memory
 from edgeprune.compile.tflite_reader import read_tflite
+from edgeprune.device import build as device_build
 from edgeprune.errors import EdgepruneError, UsageError, first_line
 
 KERNELS = Path(__file__).resolve().parents[3] / "kernels_c"
@@ -117,7 +118,7 @@ class BackendReport:
 
 def kernel_sources() -> list[Path]:
     """The inference kernels (the float training kernels are not needed by generated models)."""
-    return sorted(p for p in (KERNELS / "src").glob("*.c") if not p.name.startswith("train_"))
+    return [p for p in device_build.kernel_sources() if not p.name.startswith("train_")]
 
 
 def _headers_hash(*flags: str) -> str:

@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 
 KERNELS_JSON = Path(__file__).resolve().parents[3] / "bench" / "results" / "kernels.json"
-TARGET_BACKENDS = {"arm_dsp": "dsp"}  # older target profiles' name for the DSP backend
 
 PER_CALL = 2000.0  # c: call, requantization set-up, loop entry; too small to fit from the benchmark's large layers
 
@@ -81,15 +80,14 @@ def _fitted(path: str, mtime: float) -> dict[tuple[str, str, str], Coefficients]
 
 def coefficients(target: str, backend: str, fmt: str, path: Path = KERNELS_JSON) -> Coefficients:
     """The coefficients for a target profile name, its kernels_c backend (targets.Target.backend) and a format."""
-    be = TARGET_BACKENDS.get(backend, backend)
     if path.exists():
         fitted = _fitted(str(path), path.stat().st_mtime)
-        if (target, be, fmt) in fitted:
-            return fitted[(target, be, fmt)]
-        same_backend = sorted(k for k in fitted if k[1:] == (be, fmt))  # e.g. cortex-m4 from cortex-m7's DSP rows
+        if (target, backend, fmt) in fitted:
+            return fitted[(target, backend, fmt)]
+        same_backend = sorted(k for k in fitted if k[1:] == (backend, fmt))  # e.g. cortex-m4 from cortex-m7's DSP rows
         if same_backend:
             return fitted[same_backend[0]]
-    a, b, c = DEFAULTS.get(be, DEFAULTS["portable"]).get(fmt, DEFAULTS["portable"]["dense"])
+    a, b, c = DEFAULTS.get(backend, DEFAULTS["portable"]).get(fmt, DEFAULTS["portable"]["dense"])
     return Coefficients(a, b, c, "default")
 
 
