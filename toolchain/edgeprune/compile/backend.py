@@ -51,11 +51,6 @@ CROSS = {"dsp": "arm-none-eabi-gcc", "mve": "arm-none-eabi-gcc", "neon": "aarch6
          "neon_dot": "aarch64-linux-gnu-gcc", "portable": "gcc"}
 
 
-def backend_of(target) -> str:
-    """The target's kernels_c backend as ep_backend_name() says it (older profiles said arm_dsp)."""
-    return {"arm_dsp": "dsp"}.get(target.backend, target.backend)
-
-
 @dataclass
 class Validation:
     bitexact: bool
@@ -365,8 +360,8 @@ def build_backend(tflite_bytes: bytes, target, format: str = "auto", eval_inputs
     graph = load_graph(tflite_bytes)
     layer_formats = F.choose_formats(graph, target, format)
     t = lap("formats", t0)
-    scratch = scratch_sizes(graph, layer_formats, backend_of(target), lib)
-    if backend_of(target) in ("neon", "neon_dot"):
+    scratch = scratch_sizes(graph, layer_formats, target.backend, lib)
+    if target.backend in ("neon", "neon_dot"):
         probe_t = time.perf_counter()
         arm64 = arm64_scratch_sizes(graph, layer_formats, tuple(target.cflags))
         scratch = {k: max(v, arm64.get(k, 0)) for k, v in scratch.items()}
@@ -391,7 +386,7 @@ def build_backend(tflite_bytes: bytes, target, format: str = "auto", eval_inputs
         if validate:
             validation = host_validate(work, tflite_bytes, graph, inputs, origin)
             t = lap("host_validation", t)
-            if backend_of(target) in ("neon", "neon_dot"):  # the target's own kernels, under qemu-aarch64
+            if target.backend in ("neon", "neon_dot"):  # the target's own kernels, under qemu-aarch64
                 validation = host_validate(work, tflite_bytes, graph, inputs, origin, arm64_flags=tuple(target.cflags))
                 t = lap("arm64_validation", t)
         weights = sum(lf.weight_bytes for lf in layer_formats.values()) + _other_constant_bytes(graph)
@@ -512,7 +507,7 @@ def measure_memory(work: Path, target, weights_bytes: int, arena_bytes: int) -> 
     """Build model.c + the kernels it reaches for the target at -O2 and read the ELF's section sizes."""
     from elftools.elf.elffile import ELFFile
 
-    cc = CROSS.get(backend_of(target), "gcc")
+    cc = CROSS.get(target.backend, "gcc")
     flags = tuple(target.cflags)
     objs = kernel_objects(cc, flags)
     elf = work / f"model_{target.name}.elf"
