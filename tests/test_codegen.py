@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 
 from edgeprune.compile import backend as B
+from edgeprune.compile import ir, passes
+from edgeprune.compile.planner import plan_memory
+from edgeprune.compile.tflite_reader import read_tflite
 from edgeprune.compile.tflite_writer import (
     ModelSpec, OpSpec, TensorSpec, add_options, concatenation_options, conv2d_options, depthwise_options,
     fully_connected_options, mul_options, pad_options, pool2d_options, reducer_options, reshape_options, softmax_options, write_tflite,
@@ -146,6 +149,37 @@ def random_model_ops(seed: int) -> bytes:
     return b.model(x, out)
 
 
+def random_residual_model(seed: int, sparsity: float = 0.5) -> bytes:
+    """A ResNet-like block with odd sizes, so the band code meets every border case:
+
+    conv a -> conv b (stride 1 or 2) -> conv b2 (in place over b) -> ADD(b2, 1x1 skip conv of a)
+    (the skip conv is fused with the ADD, band by band) -> depthwise 3x3 or 5x5 (in place)
+    -> 1x1 conv (in place) -> MEAN -> FULLY_CONNECTED."""
+    rng = np.random.default_rng(seed)
+    b = _Builder(rng)
+    h, w = (int(v) for v in rng.integers(5, 18, 2))
+    c0, c1, c2 = int(rng.integers(1, 4)), int(rng.choice([4, 8])), int(rng.choice([4, 8, 12]))
+    s = int(rng.choice([1, 2]))
+    oh, ow = -(-h // s), -(-w // s)
+    x = b.act((1, h, w, c0))
+    a = b.weighted("CONV_2D", x, (c1, 3, 3, c0), (1, h, w, c1), 0, conv2d_options(padding="SAME", activation="RELU"),
+                   sparsity)
+    k = int(rng.choice([1, 3]))
+    y = b.weighted("CONV_2D", a, (c2, k, k, c1), (1, oh, ow, c2), 0,
+                   conv2d_options((s, s), padding="SAME", activation="RELU"), sparsity)
+    y = b.weighted("CONV_2D", y, (c2, 3, 3, c2), (1, oh, ow, c2), 0, conv2d_options(padding="SAME"), sparsity)
+    skip = b.weighted("CONV_2D", a, (c2, 1, 1, c1), (1, oh, ow, c2), 0, conv2d_options((s, s)), sparsity)
+    y = b.op("ADD", [y, skip] if rng.random() < 0.5 else [skip, y], b.act((1, oh, ow, c2)), add_options("RELU"))
+    kd = int(rng.choice([3, 5]))
+    y = b.weighted("DEPTHWISE_CONV_2D", y, (1, kd, kd, c2), (1, oh, ow, c2), 3,
+                   depthwise_options(padding="SAME", activation="RELU"), sparsity * 0.5)
+    y = b.weighted("CONV_2D", y, (c2, 1, 1, c2), (1, oh, ow, c2), 0, conv2d_options(activation="RELU"), sparsity)
+    p = b.act((1, c2), b.tensors[y].scale, b.tensors[y].zero_point)
+    p = b.op("MEAN", [y, b.const(np.array([1, 2], np.int32), [1.0], 0, dtype=np.int32)], p, reducer_options())
+    out = b.weighted("FULLY_CONNECTED", p, (5, c2), (1, 5), 0, fully_connected_options(), sparsity, version=4)
+    return b.model(x, out)
+
+
 HOST = get_target("host")
 
 
@@ -164,6 +198,47 @@ def test_random_graphs_are_bitexact_with_tflite_micro(seed):
     assert r.validation.bitexact and r.validation.samples == B.EVAL_SAMPLES, f"seed {seed}"
     assert r.memory.arena_bytes > 0 and r.memory.flash_bytes >= r.memory.weights_bytes, f"seed {seed}: {r.memory}"
     assert r.timings_s["back_half"] < 5.0, f"seed {seed}: {r.timings_s}"
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_banded_convs_are_bitexact_with_tflite_micro(seed):
+    """Convs in place and a skip conv fused with its residual ADD, run in bands: the same bits."""
+    model = random_residual_model(seed, sparsity=float(np.random.default_rng(seed).uniform(0, 0.9)))
+    r = B.build_backend(model, get_target("cortex-m7"), fit=False)
+    assert r.validation.bitexact, f"seed {seed}"
+    code = r.files["model.c"].split("int ep_model_invoke")[1]
+    # b2, the depthwise and the 1x1 conv in place; the skip conv fused with the ADD (or in place
+    # over its input when it keeps the shape, stride 1 and as many channels)
+    assert code.count("ep_conv_bands(") == 4 and code.count(", then add_") + code.count("in place (") == 4, f"seed {seed}"
+    g = passes.simplify(ir.build_graph(read_tflite(model)))
+    unbanded = plan_memory(g, in_place={k: v for k, v in passes.find_in_place(g).items() if not v.band_rows})
+    assert r.memory.arena_bytes - sum(l.scratch_bytes for l in r.layers) < unbanded.arena_bytes, f"seed {seed}"
+
+
+def float_io_model(seed: int) -> bytes:
+    """What converters write without int8 I/O: float32 in -> QUANTIZE -> int8 graph -> DEQUANTIZE -> float32 out."""
+    rng = np.random.default_rng(seed)
+    b = _Builder(rng)
+    x = len(b.tensors)
+    b.tensors.append(TensorSpec((1, 6, 6, 2), np.float32, name="float_input"))
+    q = b.op("QUANTIZE", [x], b.act((1, 6, 6, 2)))
+    y = b.weighted("CONV_2D", q, (4, 3, 3, 2), (1, 6, 6, 4), 0, conv2d_options(padding="SAME", activation="RELU"), 0.3)
+    p = b.act((1, 4), b.tensors[y].scale, b.tensors[y].zero_point)
+    p = b.op("MEAN", [y, b.const(np.array([1, 2], np.int32), [1.0], 0, dtype=np.int32)], p, reducer_options())
+    logits = b.weighted("FULLY_CONNECTED", p, (3, 4), (1, 3), 0, fully_connected_options(), 0.0, version=4)
+    out = len(b.tensors)
+    b.tensors.append(TensorSpec((1, 3), np.float32, name="float_output"))
+    b.op("DEQUANTIZE", [logits], out, version=2)
+    return b.model(x, out)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_float_io_model_compiles_to_int8_c(seed):
+    """The boundary QUANTIZE/DEQUANTIZE are left to the caller (model.h gives their parameters); the
+    rest is compared with TFLite Micro on the same values."""
+    r = B.build_backend(float_io_model(seed), HOST, fit=False)
+    assert r.validation.bitexact, f"seed {seed}"
+    assert "EP_MODEL_INPUT_SCALE" in r.files["model.h"] and "ep_requantize_s8" not in r.files["model.c"]
 
 
 @pytest.mark.parametrize("fmt", ["unstructured", "block4", "dead", "nm24", "dense"])
@@ -280,8 +355,8 @@ def test_a_mismatch_fails_in_one_line_and_writes_nothing(tmp_path, monkeypatch):
     path.write_bytes(random_model(6))
     real = B.tflm_outputs
 
-    def off_by_one(model, inputs):
-        out = real(model, inputs).copy()
+    def off_by_one(model, inputs, graph=None):
+        out = real(model, inputs, graph).copy()
         out[3].reshape(-1)[0] ^= 1
         return out
 

@@ -172,12 +172,13 @@ def test_in_place_candidates():
            OpSpec("DEPTHWISE_CONV_2D", [4, 7, 8], [9], depthwise_options(padding="VALID")),  # smaller output
            OpSpec("DEPTHWISE_CONV_2D", [6, 10, 11], [12], depthwise_options(padding="SAME")),  # 6 is a graph output
            OpSpec("TANH", [12], [13]),  # in place
-           OpSpec("DEPTHWISE_CONV_2D", [13, 14, 15], [16], depthwise_options(padding="SAME"))]  # 5x5: 3 rows wait
+           OpSpec("DEPTHWISE_CONV_2D", [13, 14, 15], [16], depthwise_options(padding="SAME"))]  # 5x5: 2-row bands
     g = _graph(t, ops, [0, 5], [6, 9, 16])
     found = passes.find_in_place(g)
     row = 6 * 4
-    assert found == {0: passes.InPlace(0, 0, 3, extra_bytes=2 * row), 1: passes.InPlace(1, 3, 4),
-                     5: passes.InPlace(5, 12, 13), 6: passes.InPlace(6, 13, 16, extra_bytes=3 * row)}
+    # 3x3 SAME: 1-row bands, double-buffered (pad 1); 5x5 SAME: 2-row bands (pad 2)
+    assert found == {0: passes.InPlace(0, 0, 3, extra_bytes=2 * row, band_rows=1), 1: passes.InPlace(1, 3, 4),
+                     5: passes.InPlace(5, 12, 13), 6: passes.InPlace(6, 13, 16, extra_bytes=4 * row, band_rows=2)}
 
 
 def _conv_lib(tmp_path):

@@ -115,7 +115,8 @@ def _conv_tensors(rng, in_scale, w_shape, axis=0):
 
 
 def test_residual_block():
-    """x -> conv -> conv -> add(x, .): three 1 KiB tensors live at the middle conv and at the ADD."""
+    """x -> conv -> conv -> add(x, .): the second conv overwrites its input band by band (two 1-row
+    bands of 128 bytes), so two 1 KiB tensors are live instead of three."""
     rng = np.random.default_rng(23)
     t = [_act((1, 8, 8, 16), 0.05, -3), *_conv_tensors(rng, 0.05, (16, 3, 3, 16)), _act((1, 8, 8, 16), 0.1, -128),
          *_conv_tensors(rng, 0.1, (16, 3, 3, 16)), _act((1, 8, 8, 16), 0.08, 5), _act((1, 8, 8, 16), 0.1, 0)]
@@ -124,11 +125,12 @@ def test_residual_block():
     model = write_tflite(ModelSpec(t, ops, [0], [7]))
     g = passes.simplify(ir.build_graph(read_tflite(model)))
     in_place = passes.find_in_place(g)
-    assert in_place == {2: passes.InPlace(2, 0, 7)}, "both ADD inputs die there; the first is taken"
+    assert in_place == {1: passes.InPlace(1, 3, 6, extra_bytes=256, band_rows=1),
+                        2: passes.InPlace(2, 0, 7)}, "both ADD inputs die there; the first is taken"
     plan = plan_memory(g, in_place=in_place)
     plan.validate(g)
-    assert plan.timeline == [(0, "CONV_2D", 2048), (1, "CONV_2D", 3072), (2, "ADD", 2048)]
-    assert plan.arena_bytes == 3072 and plan.offsets[7] == plan.offsets[0]
+    assert plan.timeline == [(0, "CONV_2D", 2048), (1, "CONV_2D", 2048 + 256), (2, "ADD", 2048)]
+    assert plan.arena_bytes == 2048 + 256 and plan.offsets[7] == plan.offsets[0] and plan.offsets[6] == plan.offsets[3]
     no_reuse = plan_memory(g)
     assert no_reuse.timeline[2] == (2, "ADD", 3072) and no_reuse.arena_bytes == 3072
 

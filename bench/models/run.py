@@ -128,7 +128,7 @@ def analyse(tflite_path: Path, force: bool = False) -> dict:
         raw = ir.build_graph(read_tflite(model))
         g = passes.simplify(raw)
         in_place = passes.find_in_place(g)
-        plan = plan_memory(g, in_place=in_place)
+        plan = plan_memory(g, in_place=in_place, residual_adds=passes.find_residual_adds(g, in_place))
         plan.validate(g)
         biggest = max(plan.timeline, key=lambda e: e[2]) if plan.timeline else None
         result["ours"] = {

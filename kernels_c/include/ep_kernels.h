@@ -82,6 +82,35 @@ int32_t ep_fully_connected_s8_scratch_size_neon_dot(int32_t batches, int32_t in_
 int32_t ep_fully_connected_s8_scratch_size_neon(int32_t batches, int32_t in_features, int32_t out_features);
 int32_t ep_fully_connected_s8_scratch_size_mve(int32_t batches, int32_t in_features, int32_t out_features);
 
+/* A CONV_2D or DEPTHWISE_CONV_2D run one band of output rows at a time (conv_bands.c), with the
+ * same kernels and the same output bits: generated code uses it to write a layer's output over its
+ * dying input (stride 1, output shape = input shape) and to apply a residual ADD band by band, so
+ * the layer's full output never needs its own buffer. Batch 1 only. */
+typedef struct {
+    int32_t row, rows;               /* output rows [row, row + rows) */
+    ep_conv_params_t params;         /* the layer's geometry for those rows: pad_h and input_dims.h change */
+    ep_dims_t input_dims, output_dims;
+    int32_t input_offset;            /* bytes from the layer's input to the first row the band reads */
+    int32_t output_offset;           /* bytes from the layer's output to the band's first row */
+    int32_t output_bytes;
+} ep_conv_band_t;
+
+/* Band of up to band_rows output rows starting at `row`; 0 when row is past the last one. */
+int ep_conv_band(const ep_conv_params_t *params, const ep_dims_t *input_dims, const ep_dims_t *filter_dims,
+                 const ep_dims_t *output_dims, int32_t row, int32_t band_rows, ep_conv_band_t *band);
+
+/* Computes one band of a layer into `output` (the band's rows only, output_dims of the band). */
+typedef void (*ep_conv_band_fn)(const ep_conv_band_t *band, int8_t *output);
+
+/* Calls `layer` for each band of band_rows rows, top to bottom, into band_buffer. in_place == NULL:
+ * that is all (the band function consumes its rows, e.g. a residual ADD). Otherwise the rows are
+ * copied to in_place (the layer's input: stride 1, same shape) as soon as no later band reads the
+ * input rows they cover: at once when pad_h == 0 (band_buffer: one band), else one band later
+ * (band_rows >= pad_h; band_buffer: two bands). */
+void ep_conv_bands(const ep_conv_params_t *params, const ep_dims_t *input_dims, const ep_dims_t *filter_dims,
+                   const ep_dims_t *output_dims, int32_t band_rows, ep_conv_band_fn layer, int8_t *band_buffer,
+                   int8_t *in_place);
+
 /* Name of the backend this build dispatches to: "portable", "dsp", "neon_dot", "neon" or "mve". */
 const char *ep_backend_name(void);
 

@@ -4,8 +4,6 @@
  * products per VMLADAVA. The input offset is folded into the bias once per call; the accumulators
  * go through a small buffer, so requantization runs on four channels per vector. */
 #include "ep_mve_helpers.h"
-
-#if defined(EP_MVE_ENABLED)
 #include "ep_kernels.h"
 
 /* Column length rounded up to a multiple of 16: im2col columns are zero past the window, so whole
@@ -15,6 +13,7 @@ static int32_t ep_conv_mve_k16(const ep_dims_t *filter_dims)
     return (filter_dims->h * filter_dims->w * filter_dims->c + 15) & ~15;
 }
 
+/* Built on every target (plain arithmetic), so the compiler can size the M55's scratch on the host. */
 int32_t ep_conv2d_s8_scratch_size_mve(const ep_dims_t *input_dims, const ep_dims_t *filter_dims,
                                       const ep_dims_t *output_dims)
 {
@@ -24,6 +23,8 @@ int32_t ep_conv2d_s8_scratch_size_mve(const ep_dims_t *input_dims, const ep_dims
      * whole VLD4 blocks), then four columns. */
     return 4 * filter_dims->n + 16 * ((filter_dims->n + 3) & ~3) + 4 * ep_conv_mve_k16(filter_dims);
 }
+
+#if defined(EP_MVE_ENABLED)
 
 /* a_j += (16 n weights at *w) . (16 n values at *c_j), advancing the pointers. GCC 12 keeps this
  * loop tight but spills the pointers and accumulators around it (about a third more instructions per

@@ -8,7 +8,6 @@
  * window has all its taps and the input offset folds into the bias once per call. */
 #include "ep_mve_helpers.h"
 
-#if defined(EP_MVE_ENABLED)
 #include "ep_kernels.h"
 
 static int32_t ep_dw_mve_c8(int32_t channels)
@@ -21,6 +20,7 @@ static int32_t ep_dw_mve_window(const ep_dims_t *input_dims, const ep_dims_t *fi
     return (filter_dims->h * filter_dims->w * input_dims->c + 3) & ~3;
 }
 
+/* Built on every target (plain arithmetic), so the compiler can size the M55's scratch on the host. */
 int32_t ep_depthwise_conv2d_s8_scratch_size_mve(const ep_dims_t *input_dims, const ep_dims_t *filter_dims,
                                                 const ep_dims_t *output_dims)
 {
@@ -31,6 +31,8 @@ int32_t ep_depthwise_conv2d_s8_scratch_size_mve(const ep_dims_t *input_dims, con
     return 24 * ep_dw_mve_c8(filter_dims->c) + 8 * filter_dims->h * filter_dims->w +
            4 * ep_dw_mve_window(input_dims, filter_dims);
 }
+
+#if defined(EP_MVE_ENABLED)
 
 /* Up to four pixels whose windows share one layout: tap t of pixel j at in[j] + tap_offsets[t],
  * input channels adjacent. */

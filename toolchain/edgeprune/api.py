@@ -213,10 +213,13 @@ def _backend_fields(back) -> dict:
 
 
 def _quantize_inputs(model, x: np.ndarray) -> np.ndarray | None:
-    """Float NCHW samples as the int8 model's input (NHWC, its scale and zero point); None if the shapes differ."""
+    """Float NCHW samples as the int8 model's input (NHWC, its scale and zero point); None if the shapes differ.
+
+    `model` is a read .tflite or the compiler's graph (whose input is int8 even when the file's is
+    float: passes.int8_io)."""
     t = model.tensors[model.inputs[0]]
-    q = t.quantization
-    if q is None or x.ndim < 2:
+    q = getattr(t, "quantization", t)  # the graph's tensors carry scale and zero_point themselves
+    if q is None or getattr(q, "scale", None) is None or len(q.scale) == 0 or x.ndim < 2:
         return None
     shape = tuple(t.shape[1:])
     if x.ndim == 4 and tuple(x.shape[2:]) + (x.shape[1],) == shape:
@@ -245,7 +248,7 @@ def compile_tflite_file(opts: CompileOptions, log=lambda msg: None) -> dict:
         tflite_bytes = path.read_bytes()
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror or first_line(e)}") from None
-    load_graph(tflite_bytes)  # one-line rejection before anything else
+    graph = load_graph(tflite_bytes)  # one-line rejection before anything else
     model = read_tflite(tflite_bytes)
     eval_x = None
     data_note = None
@@ -253,7 +256,7 @@ def compile_tflite_file(opts: CompileOptions, log=lambda msg: None) -> dict:
         from edgeprune.data import load_dataset
 
         data = load_dataset(opts.data)
-        eval_x = _quantize_inputs(model, data.x_test)
+        eval_x = _quantize_inputs(graph, data.x_test)
         data_note = data.name if eval_x is not None else f"{data.name} (shape-incompatible, not used)"
     stages.done("load")
     back = build_backend(tflite_bytes, target, opts.format, eval_x, source=str(path), log=log)

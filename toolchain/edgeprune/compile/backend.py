@@ -13,10 +13,10 @@ Either failure raises a one-line EdgepruneError and nothing is written.
 
 Scratch sizes come from the kernels themselves: kernels_c is built once for the host into a cached
 shared library (with EP_DSP_EMULATE, so the Cortex-M DSP variants' size functions exist too) and
-each layer's ep_*_scratch_size is called through ctypes: the portable and DSP sizes exactly. For
-arm64 targets a small probe built with the target's flags runs in qemu-aarch64 and reports the NEON
-sizes. The MVE sizes are not measured (no Cortex-M55 run at compile time): for cortex-m55 the plan
-holds the portable/DSP sizes and ep_model_init reports EP_MODEL_ERROR_SCRATCH if the build needs more.
+each layer's ep_*_scratch_size is called through ctypes: the portable, DSP and MVE sizes exactly
+(the MVE size functions are plain arithmetic, built on every target). For arm64 targets a small
+probe built with the target's flags runs in qemu-aarch64 and reports the NEON sizes. ep_model_init
+still checks every size on the device and reports EP_MODEL_ERROR_SCRATCH should one ever differ.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import numpy as np
 
 from edgeprune.compile import codegen, formats as F
 from edgeprune.compile.ir import Graph, build_graph
-from edgeprune.compile.passes import find_in_place, simplify
+from edgeprune.compile.passes import find_in_place, find_residual_adds, simplify
 from edgeprune.compile.planner import plan_memory
 from edgeprune.compile.tflite_reader import read_tflite
 from edgeprune.device import build as device_build
@@ -200,7 +200,7 @@ class _Sparse(ctypes.Structure):
 
 def scratch_sizes(graph: Graph, layer_formats: dict, backend: str, lib: ctypes.CDLL | None = None) -> dict[int, int]:
     """op index -> scratch bytes for each weighted layer: the largest the host-callable variants ask for
-    (portable, and DSP for Cortex-M targets), from the kernels' own ep_*_scratch_size functions."""
+    (portable, DSP for Cortex-M targets, MVE too for the M55), from the kernels' own ep_*_scratch_size functions."""
     lib = lib or scratch_library()
     i32 = ctypes.c_int32
     out = {}
@@ -222,7 +222,7 @@ def scratch_sizes(graph: Graph, layer_formats: dict, backend: str, lib: ctypes.C
                 d = [_Dims(*codegen.Q.dims4(s)) for s in (inp.shape, w.shape, o.shape)]
                 sizes.append(getattr(lib, fn + "_sparse_scratch_size")(ctypes.byref(view), *map(ctypes.byref, d)))
         else:
-            suffixes = ["", "_dsp"] if backend == "dsp" else [""]
+            suffixes = {"dsp": ["", "_dsp"], "mve": ["", "_dsp", "_mve"]}.get(backend, [""])
             for sfx in suffixes:
                 if op.kind == "FULLY_CONNECTED":
                     f = getattr(lib, "ep_fully_connected_s8_scratch_size" + sfx)
@@ -368,8 +368,8 @@ def build_backend(tflite_bytes: bytes, target, format: str = "auto", eval_inputs
         times["arm64_scratch_probe"] = round(time.perf_counter() - probe_t, 3)  # a C build and a qemu run
         t += time.perf_counter() - probe_t
     t = lap("scratch", t)
-    in_place = {k: v for k, v in find_in_place(graph).items() if v.extra_bytes == 0}  # no in-place depthwise kernel yet
-    plan = plan_memory(graph, in_place, scratch)
+    in_place = find_in_place(graph)
+    plan = plan_memory(graph, in_place, scratch, residual_adds=find_residual_adds(graph, in_place))
     plan.validate(graph)
     sparse = {i: lf.encoded for i, lf in layer_formats.items() if lf.encoded is not None}
     files = codegen.generate_c(graph, plan, layer_formats, sparse, scratch, source=Path(source).name, target=target.name)
@@ -464,16 +464,30 @@ int main(void)
 """
 
 
-def tflm_outputs(tflite_bytes: bytes, inputs: np.ndarray) -> np.ndarray:
+def tflm_outputs(tflite_bytes: bytes, inputs: np.ndarray, graph: Graph | None = None) -> np.ndarray:
+    """TFLite Micro's outputs for int8 `inputs`. A model with float I/O (passes.int8_io) gets the
+    inputs dequantized with `graph`'s int8 input parameters, which its QUANTIZE maps back to the
+    same int8 values, and its float outputs are requantized exactly (DEQUANTIZE is (q - zp) * scale)."""
     from tflite_micro import runtime
 
     it = runtime.Interpreter.from_bytes(tflite_bytes, arena_size=max(1 << 20, 16 * len(tflite_bytes)))
+    float_in = it.get_input_details(0)["dtype"] == np.float32
+    float_out = it.get_output_details(0)["dtype"] == np.float32
+    if (float_in or float_out) and graph is None:
+        raise EdgepruneError("a model with float input or output needs its graph to be compared in int8")
+    if float_in:
+        t = graph.tensors[graph.inputs[0]]
+        inputs = ((inputs.astype(np.float32) - np.float32(t.zero_point[0])) * np.float32(t.scale[0])).astype(np.float32)
     outs = []
     for x in inputs:
         it.set_input(x, 0)
         it.invoke()
         outs.append(np.array(it.get_output(0), copy=True))
-    return np.stack(outs)
+    out = np.stack(outs)
+    if float_out:
+        t = graph.tensors[graph.outputs[0]]
+        out = np.clip(np.round(out / np.float32(t.scale[0])) + int(t.zero_point[0]), -128, 127).astype(np.int8)
+    return out
 
 
 def host_validate(work: Path, tflite_bytes: bytes, graph: Graph, inputs: np.ndarray, origin: str,
@@ -491,7 +505,7 @@ def host_validate(work: Path, tflite_bytes: bytes, graph: Graph, inputs: np.ndar
     r = _run(cmd, f"running the generated C on {where}", input=inputs.tobytes(), timeout=300)
     out_shape = graph.tensors[graph.outputs[0]].shape
     got = np.frombuffer(r.stdout, np.int8).reshape(len(inputs), *out_shape)
-    expected = tflm_outputs(tflite_bytes, inputs).reshape(got.shape)
+    expected = tflm_outputs(tflite_bytes, inputs, graph).reshape(got.shape)
     for i, (g, e) in enumerate(zip(got, expected)):
         if not np.array_equal(g, e):
             raise EdgepruneError(f"validation on {where} failed: sample {i} of {len(inputs)} ({origin}): "

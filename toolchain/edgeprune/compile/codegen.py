@@ -19,14 +19,14 @@ Only single-input, single-output models with int8 input and output are generated
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from edgeprune.compile import quant as Q
 from edgeprune.compile import quant_activations as QA
 from edgeprune.compile.ir import Graph, Op
-from edgeprune.compile.planner import MemoryPlan
+from edgeprune.compile.planner import MemoryPlan, band_offset
 from edgeprune.errors import UsageError
 
 WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
@@ -42,6 +42,7 @@ class LayerCode:
     call: list[str]  # statements in ep_model_invoke
     init: list[str]  # statements in ep_model_init
     statics: list[str]  # mutable file-scope state (sparse views, tables)
+    functions: list[str] = field(default_factory=list)  # static helpers (band functions), after all constants
 
 
 def layer_name(op: Op) -> str:
@@ -122,7 +123,7 @@ class Generator:
                   c_struct("ep_quant_t", f"{n}_quant", dict(
                       input_offset=in_offset, output_offset=int(out.zero_point[0]), activation_min=lo,
                       activation_max=hi, multiplier=f"{n}_multiplier", shift=f"{n}_shift"))]
-        init, statics = [], []
+        init, statics, functions = [], [], []
         sparse = self.sparse.get(op.index)
         if sparse is None:
             consts.insert(0, c_array("int8_t", f"{n}_weights", w.data, 16))
@@ -161,22 +162,63 @@ class Generator:
             if op.kind == "CONV_2D":
                 comment = (f"CONV_2D {k} stride {o.stride_h}, {shape_str(inp.shape)} -> {shape_str(out.shape)}, "
                            f"{o.activation.lower()}, {fmt}")
-                call.append(f"ep_conv2d_s8{suffix}(&{n}_params, &{n}_quant, &{n}_input_dims, {self.t(inp.id)},\n"
-                            f"                 &{n}_filter_dims, {weights_arg}, &{n}_output_dims, {self.t(out.id)}, {s});")
-                fn = "ep_conv2d_s8"
+                fn, indent = "ep_conv2d_s8", 17
+
+                def kernel_call(params, in_dims, in_ptr, out_dims, out_ptr):
+                    return (f"ep_conv2d_s8{suffix}({params}, &{n}_quant, {in_dims}, {in_ptr},\n"
+                            f"{' ' * (indent + len(suffix))}&{n}_filter_dims, {weights_arg}, {out_dims}, {out_ptr}, {s});")
             else:
                 comment = (f"DEPTHWISE_CONV_2D {k} stride {o.stride_h}, x{o.depth_multiplier}, {shape_str(inp.shape)} -> "
                            f"{shape_str(out.shape)}, {o.activation.lower()}, {fmt}")
-                call.append(f"ep_depthwise_conv2d_s8{suffix}(&{n}_params, {o.depth_multiplier}, &{n}_quant, "
-                            f"&{n}_input_dims, {self.t(inp.id)},\n"
-                            f"                           &{n}_filter_dims, {weights_arg}, &{n}_output_dims, "
-                            f"{self.t(out.id)}, {s});")
-                fn = "ep_depthwise_conv2d_s8"
+                fn, indent = "ep_depthwise_conv2d_s8", 27
+
+                def kernel_call(params, in_dims, in_ptr, out_dims, out_ptr):
+                    return (f"ep_depthwise_conv2d_s8{suffix}({params}, {o.depth_multiplier}, &{n}_quant, {in_dims}, "
+                            f"{in_ptr},\n{' ' * (indent + len(suffix))}&{n}_filter_dims, {weights_arg}, {out_dims}, "
+                            f"{out_ptr}, {s});")
+            banded = self.banded(op, n, kernel_call, comment)
+            if banded is None:
+                call.append(kernel_call(f"&{n}_params", f"&{n}_input_dims", self.t(inp.id), f"&{n}_output_dims",
+                                        self.t(out.id)))
+            else:
+                comment, band_fn, band_call = banded
+                functions.append(band_fn)
+                call.append(band_call)
             dims = f"&{n}_input_dims, &{n}_filter_dims, &{n}_output_dims"
             check = (f"{fn}_sparse_scratch_size(&{n}_sparse, {dims})" if sparse is not None else
                      f"{fn}_scratch_size({dims})")
         init.append(f"if ({check} > {self.scratch.get(op.index, 0)}) {{\n        return EP_MODEL_ERROR_SCRATCH;\n    }}")
-        return LayerCode(n, comment, consts, call, init, statics)
+        return LayerCode(n, comment, consts, call, init, statics, functions)
+
+    def banded(self, op: Op, n: str, kernel_call, comment: str):
+        """(comment, band function, call) for a conv run in bands (in place, or fused with its
+        residual ADD: see ep_conv_bands), or None for a plain call."""
+        g, plan = self.g, self.plan
+        in_place, residual = plan.in_place.get(op.index), plan.residual_adds.get(op.index)
+        if residual is None and (in_place is None or not in_place.band_rows):
+            return None
+        inp = g.tensors[op.inputs[0]]
+        lines = [kernel_call("&band->params", "&band->input_dims", f"{self.t(inp.id)} + band->input_offset",
+                             "&band->output_dims", "output")]
+        if residual is not None:
+            add = next(a for a in g.ops if a.index == residual.add_index)
+            skip = f"{self.t(residual.skip)} + band->output_offset"
+            a, b = ("output", skip) if add.inputs[0] == residual.conv_output else (skip, "output")
+            add_name = layer_name(add)
+            lines.append(f"ep_add_s8(&{add_name}_params, &band->output_dims, {a}, &band->output_dims, {b},\n"
+                         f"              &band->output_dims, {skip});")
+            rows, target = residual.band_rows, "NULL"
+            comment += f", then {add_name} over {self.t(residual.skip)} ({rows}-row bands)"
+            what = f"one band of output rows, added to {self.t(residual.skip)} by {add_name}"
+        else:
+            rows, target = in_place.band_rows, self.t(inp.id)
+            comment += f", in place ({rows}-row bands)"
+            what = "one band of output rows"
+        body = "\n    ".join(lines)
+        fn = f"/* {n}: {what} (see ep_conv_bands). */\nstatic void {n}_band(const ep_conv_band_t *band, int8_t *output)\n{{\n    {body}\n}}"
+        call = (f"ep_conv_bands(&{n}_params, &{n}_input_dims, &{n}_filter_dims, &{n}_output_dims,\n"
+                f"                  {rows}, {n}_band, BAND_{op.index}, {target});")
+        return comment, fn, call
 
     # -- the other ops ---------------------------------------------------------------------
     def other(self, op: Op, n: str) -> LayerCode:
@@ -203,6 +245,9 @@ class Generator:
             p, ctype, fn = ((Q.add_params(*args), "ep_add_params_t", "ep_add_s8") if k == "ADD"
                             else (Q.mul_params(*args), "ep_mul_params_t", "ep_mul_s8"))
             consts.append(c_struct(ctype, f"{n}_params", p))
+            if any(r.add_index == op.index for r in self.plan.residual_adds.values()):
+                comment = f"{k} fused into the conv before it"
+                return LayerCode(n, comment, consts, call, init, statics)  # the conv's band function calls it
             ptrs = []
             for j, t in enumerate((a, b)):
                 consts.append(c_struct("ep_dims_t", f"{n}_input{j + 1}_dims", dims_fields(t.shape)))
@@ -289,11 +334,11 @@ def generate_c(graph: Graph, plan: MemoryPlan, layer_formats: dict | None = None
     gen = Generator(graph, plan, formats, dict(sparse_weights or {}), dict(scratch_bytes or {}))
     layers = [gen.weighted(op, layer_name(op)) if op.kind in WEIGHTED else gen.other(op, layer_name(op))
               for op in graph.ops]
-    layers = [l for l in layers if l.call or l.init]
+    layers = [l for l in layers if l.call or l.init or l.constants]
     inp, out = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
     source_c = _source(graph, plan, gen, layers, inp, out, source)
     model_hash = hashlib.sha256(source_c.encode()).hexdigest()[:16]  # what the device runs: code and constants
-    return {"model.h": _header(graph, plan, inp, out, len(layers), source, target, model_hash), "model.c": source_c}
+    return {"model.h": _header(graph, plan, inp, out, sum(1 for l in layers if l.call), source, target, model_hash), "model.c": source_c}
 
 
 def _header(graph, plan, inp, out, n_layers, source, target, model_hash) -> str:
@@ -387,14 +432,21 @@ static int8_t ep_model_arena[EP_MODEL_ARENA_SIZE] EP_MODEL_ALIGN16;
             t = graph.tensors[tid]
             tensor_lines.append(f"#define T{tid} (ep_model_arena + {plan.offsets[tid]}) /* {shape_str(t.shape)} "
                                 f"{_safe_comment(t.name)} */")
+    bands = {p.op_index: p.extra_bytes for p in plan.in_place.values() if p.band_rows}
+    bands.update({r.conv_index: r.band_bytes for r in plan.residual_adds.values()})
     for index, off in sorted(plan.scratch_offsets.items()):
         if gen.scratch.get(index, 0) > 0:
             tensor_lines.append(f"#define SCRATCH_{index} (ep_model_arena + {off}) /* {gen.scratch[index]} bytes */")
+        if index in bands:
+            tensor_lines.append(f"#define BAND_{index} (ep_model_arena + {off + band_offset(gen.scratch.get(index, 0))}) "
+                                f"/* {bands[index]} bytes of output rows */")
     parts.append("\n".join(tensor_lines) + "\n")
     for l in layers:
         if l.constants or l.statics:
             parts.append(f"/* {l.name}: {l.comment} */\n" + "\n".join(l.constants + l.statics) + "\n")
-    names = ",\n    ".join(f'"{l.name}"' for l in layers)
+    for l in layers:
+        parts.extend(f + "\n" for f in l.functions)
+    names = ",\n    ".join(f'"{l.name}"' for l in layers if l.call)
     parts.append(f"const char *const ep_model_layer_names[EP_MODEL_NUM_LAYERS] = {{\n    {names}\n}};\n")
     init_body = "\n".join(f"    /* {l.name} */\n    " + "\n    ".join(l.init) for l in layers if l.init)
     parts.append(f"""static int ep_model_status = EP_MODEL_ERROR_NOT_INITIALISED;
@@ -411,7 +463,7 @@ void ep_model_init(void)
 }}
 """)
     calls = "\n".join(f"    /* {l.name}: {l.comment} */\n    EP_LAYER_BEGIN({i});\n    " + "\n    ".join(l.call)
-                      + f"\n    EP_LAYER_END({i});" for i, l in enumerate(layers) if l.call)
+                      + f"\n    EP_LAYER_END({i});" for i, l in enumerate(l for l in layers if l.call))
     in_t, out_t = gen.t(inp.id), gen.t(out.id)
     parts.append(f"""int ep_model_invoke(const int8_t *input, int8_t *output)
 {{

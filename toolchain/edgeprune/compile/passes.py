@@ -18,8 +18,10 @@ into the preceding op's fused activation, RELU is not in our op set (build_graph
 fusing a chain of requantizations (e.g. QUANTIZE int8 -> int8 after an op) would replace two
 roundings by one, which changes bits. The only activation work left is the clamp each kernel does.
 
-Analyses (no rewrite): `find_in_place` lists ops allowed to write their output over a dying input,
-for the memory planner; `find_dead_channels` lists output channels whose weights are all zero.
+Analyses (no rewrite): `find_in_place` lists ops allowed to write their output over a dying input
+(element-wise ops, and stride-1 convs run in bands of rows), `find_residual_adds` the convs whose
+output can flow band by band through the residual ADD after them, both for the memory planner;
+`find_dead_channels` lists output channels whose weights are all zero.
 """
 
 from __future__ import annotations
@@ -103,9 +105,35 @@ def _pad_fusible(graph: Graph, pad: Op, conv: Op, consumers) -> bool:
     return True
 
 
+def int8_io(graph: Graph) -> Graph:
+    """A float32 graph input read only by a QUANTIZE becomes that QUANTIZE's int8 output, and a float32
+    graph output written by a DEQUANTIZE becomes that DEQUANTIZE's int8 input: the generated C takes
+    and returns int8 (model.h gives the scale and zero point to convert with), so models converted
+    with float I/O compile too. The caller quantizes exactly as the dropped QUANTIZE would."""
+    consumers = graph.consumers()
+    drop, inputs, outputs = set(), list(graph.inputs), list(graph.outputs)
+    for k, t in enumerate(graph.inputs):
+        readers = consumers.get(t, [])
+        if graph.tensors[t].dtype == np.float32 and len(readers) == 1 and graph.ops[readers[0]].kind == "QUANTIZE":
+            q = graph.ops[readers[0]]
+            if graph.tensors[q.outputs[0]].dtype == np.int8 and q.outputs[0] not in graph.outputs:
+                drop.add(q.index)
+                inputs[k] = q.outputs[0]
+    producers = {t: op for op in graph.ops for t in op.outputs}
+    for k, t in enumerate(graph.outputs):
+        op = producers.get(t)
+        if graph.tensors[t].dtype == np.float32 and op is not None and op.kind == "DEQUANTIZE":
+            if graph.tensors[op.inputs[0]].dtype == np.int8 and op.inputs[0] not in graph.inputs:
+                drop.add(op.index)
+                outputs[k] = op.inputs[0]
+    if not drop:
+        return graph
+    return Graph(graph.tensors, [op for op in graph.ops if op.index not in drop], inputs, outputs, dict(graph.aliases))
+
+
 def simplify(graph: Graph) -> Graph:
-    """All bit-preserving rewrites, in order."""
-    return fuse_pad_into_conv(drop_identity_quantize(drop_noop_reshapes(graph)))
+    """All bit-preserving rewrites, in order (int8_io changes the I/O types only)."""
+    return fuse_pad_into_conv(drop_identity_quantize(drop_noop_reshapes(int8_io(graph))))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,12 +142,34 @@ def simplify(graph: Graph) -> Graph:
 
 @dataclass(frozen=True)
 class InPlace:
-    """Op `op_index` may write `output` over `input`'s buffer; `extra_bytes` of scratch make it legal."""
+    """Op `op_index` may write `output` over `input`'s buffer; `extra_bytes` of scratch make it legal.
+
+    band_rows > 0: a CONV_2D / DEPTHWISE_CONV_2D run in bands of that many output rows through a
+    band buffer of extra_bytes (kernels_c's ep_conv_bands)."""
 
     op_index: int
     input: int
     output: int
     extra_bytes: int = 0
+    band_rows: int = 0
+
+
+@dataclass(frozen=True)
+class ResidualAdd:
+    """A conv whose only reader is the next op, an ADD with a same-shape `skip` tensor that dies there.
+
+    The conv runs in bands of `band_rows` output rows into a band buffer of `band_bytes`, and each
+    band goes straight through the ADD, whose output overwrites `skip` (the ADD is element-wise): the
+    conv's output tensor never exists. Same kernels, same arithmetic, so the same bits. The peak of
+    a residual block drops from three full tensors to two plus a band."""
+
+    conv_index: int
+    add_index: int
+    conv_output: int
+    skip: int
+    add_output: int
+    band_rows: int
+    band_bytes: int
 
 
 def last_uses(graph: Graph) -> dict[int, int]:
@@ -134,15 +184,27 @@ def last_uses(graph: Graph) -> dict[int, int]:
     return last
 
 
+def band_rows(out_h: int, pad_top: int) -> int:
+    """Rows per band: about a sixteenth of the layer (so the band buffer is small next to the tensor
+    it saves and the per-call overhead stays negligible), never fewer than the top padding."""
+    return max(1, pad_top, -(-out_h // 16))
+
+
+def _bandable(graph: Graph, op: Op) -> bool:
+    if op.kind not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        return False
+    inp, out = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
+    return len(out.shape) == 4 and out.shape[0] == 1 and inp.dtype == out.dtype == np.int8
+
+
 def find_in_place(graph: Graph) -> dict[int, InPlace]:
     """Ops (by Op.index) that may overwrite a dying input with their output.
 
     Element-wise ops (ELEMENTWISE_IN_PLACE) when an int8 input has the output's shape (not broadcast)
-    and its buffer is read by no later op and is no graph output. DEPTHWISE_CONV_2D TinyEngine-style
-    when stride 1, multiplier 1 and the output has the input's spatial size: output row r may only
-    replace input row r once rows up to r + pad_top are computed, so pad_top + 1 output rows wait in
-    a row buffer (`extra_bytes`, scratch alive during the op). The portable kernels in kernels_c do
-    not do the in-place depthwise yet; the planner uses it only when asked.
+    and its buffer is read by no later op and is no graph output. CONV_2D and DEPTHWISE_CONV_2D
+    with stride 1 whose output has the input's shape (TinyEngine's in-place depthwise, and 1x1
+    pointwise convs): they run in bands (ep_conv_bands) and a band is copied over the input rows it
+    covers once no later band reads them, so the scratch is one band (no top padding) or two.
     """
     last = last_uses(graph)
     found = {}
@@ -157,15 +219,47 @@ def find_in_place(graph: Graph) -> dict[int, InPlace]:
                     if last.get(graph.buffer_of(t)) == step:
                         found[op.index] = InPlace(op.index, t, out.id)
                         break
-        elif op.kind == "DEPTHWISE_CONV_2D":
+        elif _bandable(graph, op):
             o = op.options
             t = op.inputs[0]
             inp = graph.tensors[t]
-            if (o.stride_h == o.stride_w == 1 and o.depth_multiplier == 1 and inp.shape == out.shape
+            if (o.stride_h == o.stride_w == 1 and inp.shape == out.shape and t not in graph.outputs
                     and last.get(graph.buffer_of(t)) == step):
                 top, _ = graph.conv_padding(op)
-                _, _, w, c = out.shape
-                found[op.index] = InPlace(op.index, t, out.id, extra_bytes=(top + 1) * w * c)
+                _, h, w, c = out.shape
+                rows = band_rows(h, top)
+                if (2 if top else 1) * rows < h:  # otherwise the bands cost as much as the tensor
+                    found[op.index] = InPlace(op.index, t, out.id, (2 if top else 1) * rows * w * c, rows)
+    return found
+
+
+def find_residual_adds(graph: Graph, in_place: dict[int, InPlace]) -> dict[int, ResidualAdd]:
+    """Convs (by Op.index) followed by the ADD that consumes them, fusable band by band (ResidualAdd).
+
+    Needs: the conv's output read only by that ADD, which comes next; the ADD's other input (the
+    skip) int8, of the same shape, not a graph output, dying at the ADD and not the conv's own input
+    (the conv reads its input across bands while the ADD overwrites the skip). Convs already in
+    place are left alone."""
+    last = last_uses(graph)
+    consumers = graph.consumers()
+    found = {}
+    for step, op in enumerate(graph.ops[:-1]):
+        add = graph.ops[step + 1]
+        if op.index in in_place or not _bandable(graph, op) or add.kind != "ADD" or len(add.inputs) != 2:
+            continue
+        y = op.outputs[0]
+        if y in graph.outputs or consumers.get(y, []) != [step + 1] or y not in add.inputs:
+            continue
+        skip = add.inputs[1] if add.inputs[0] == y else add.inputs[0]
+        s, out = graph.tensors[skip], graph.tensors[add.outputs[0]]
+        if (skip == y or s.is_constant or s.dtype != np.int8 or s.shape != out.shape
+                or graph.tensors[y].shape != out.shape or y in graph.aliases.values()
+                or out.dtype != np.int8 or skip in graph.outputs or last.get(graph.buffer_of(skip)) != step + 1
+                or graph.buffer_of(skip) == graph.buffer_of(op.inputs[0])):
+            continue
+        _, h, w, c = graph.tensors[y].shape
+        rows = band_rows(h, 0)
+        found[op.index] = ResidualAdd(op.index, add.index, y, skip, add.outputs[0], rows, rows * w * c)
     return found
 
 

@@ -3,7 +3,9 @@
 A buffer is a non-constant tensor together with the tensors that share its memory: aliases left by
 passes (a dropped RESHAPE) and in-place outputs (passes.find_in_place). It lives from the step of
 its first producer (step 0 for graph inputs) to the step of its last reader (the last step for
-graph outputs). Each op's scratch is a buffer alive during that op only. Constants stay in flash.
+graph outputs). Each op's scratch is a buffer alive during that op only, and holds the band buffer
+of a conv run in bands (in place, or fused with its residual ADD, whose output then has no buffer
+at all: passes.find_residual_adds). Constants stay in flash.
 
 Placement follows TFLM's GreedyMemoryPlanner (take buffers in some order, put each at the lowest
 offset where it overlaps nothing placed and alive at the same time) with best-fit gaps, and tries a
@@ -17,7 +19,7 @@ import random
 from dataclasses import dataclass, field
 
 from edgeprune.compile.ir import Graph
-from edgeprune.compile.passes import InPlace
+from edgeprune.compile.passes import InPlace, ResidualAdd
 
 ALIGN = 16
 
@@ -44,6 +46,7 @@ class MemoryPlan:
     timeline: list[tuple[int, str, int]]  # (op index, op kind, live bytes during that op)
     buffers: list[Buffer] = field(default_factory=list)
     in_place: dict[int, InPlace] = field(default_factory=dict)  # the in-place reuses the plan applied
+    residual_adds: dict[int, ResidualAdd] = field(default_factory=dict)  # convs fused with their ADD (no buffer)
     order: str = ""  # the placement order that won
 
     @property
@@ -76,6 +79,8 @@ class MemoryPlan:
                     spans[t] = (s, step)
         for t in graph.outputs:
             spans[t] = (spans.get(t, (0, last))[0], last)
+        for r in self.residual_adds.values():
+            spans.pop(r.conv_output, None)  # never stored: each band goes straight into the ADD
         steps = {op.index: step for step, op in enumerate(graph.ops)}
         shared = {(graph.buffer_of(p.input), graph.buffer_of(p.output)): steps[p.op_index] for p in self.in_place.values()}
         ids = sorted(spans)
@@ -115,7 +120,13 @@ class _Sets:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def _buffers(graph: Graph, in_place: dict[int, InPlace], scratch_bytes: dict[int, int]) -> list[Buffer]:
+def band_offset(scratch: int) -> int:
+    """Where an op's band buffer starts inside its scratch slot: after the kernel's own scratch."""
+    return _align(scratch)
+
+
+def _buffers(graph: Graph, in_place: dict[int, InPlace], scratch_bytes: dict[int, int],
+             residual_adds: dict[int, ResidualAdd]) -> list[Buffer]:
     sets = _Sets()
     for t, root in graph.aliases.items():
         sets.union(t, root)
@@ -134,6 +145,8 @@ def _buffers(graph: Graph, in_place: dict[int, InPlace], scratch_bytes: dict[int
     for t in graph.outputs:
         if t in spans:
             spans[t][1] = last
+    for r in residual_adds.values():
+        del spans[r.conv_output]
     groups: dict[int, list[int]] = {}
     for t in spans:
         groups.setdefault(sets.find(t), []).append(t)
@@ -144,8 +157,9 @@ def _buffers(graph: Graph, in_place: dict[int, InPlace], scratch_bytes: dict[int
             min(spans[t][0] for t in members), max(spans[t][1] for t in members)))
     step_of = {op.index: step for step, op in enumerate(graph.ops)}
     extra = {p.op_index: p.extra_bytes for p in in_place.values() if p.extra_bytes}
+    extra.update({r.conv_index: r.band_bytes for r in residual_adds.values()})
     for index in sorted(set(scratch_bytes) | set(extra)):
-        size = scratch_bytes.get(index, 0) + extra.get(index, 0)
+        size = band_offset(scratch_bytes.get(index, 0)) + extra.get(index, 0)
         if size > 0:
             step = step_of[index]
             buffers.append(Buffer(f"scratch{index}", (), _align(size), step, step))
@@ -188,14 +202,20 @@ def _place(buffers: list[Buffer], order: list[int], cap: int = 0) -> tuple[int, 
 
 
 def plan_memory(graph: Graph, in_place: dict[int, InPlace] | None = None,
-                scratch_bytes: dict[int, int] | None = None, tries: int = 8) -> MemoryPlan:
+                scratch_bytes: dict[int, int] | None = None, tries: int = 8,
+                residual_adds: dict[int, ResidualAdd] | None = None) -> MemoryPlan:
     """Offsets for every activation and scratch buffer of `graph` (after passes.simplify, typically).
 
     in_place: passes.find_in_place(graph), or None/{} for no in-place reuse. scratch_bytes: op index
-    -> bytes of scratch its kernel needs (the ep_*_scratch_size functions).
+    -> bytes of scratch its kernel needs (the ep_*_scratch_size functions). residual_adds:
+    passes.find_residual_adds(graph, in_place): those convs' outputs get no buffer, their ADDs write
+    over the skip tensor, and the band buffer joins the conv's scratch (after band_offset(scratch)).
     """
     in_place = dict(in_place or {})
-    buffers = _buffers(graph, in_place, dict(scratch_bytes or {}))
+    residual_adds = dict(residual_adds or {})
+    for r in residual_adds.values():
+        in_place[r.add_index] = InPlace(r.add_index, r.skip, r.add_output)
+    buffers = _buffers(graph, in_place, dict(scratch_bytes or {}), residual_adds)
     n = len(buffers)
     orders = {
         "size": sorted(range(n), key=lambda i: (-buffers[i].size, buffers[i].start)),
@@ -224,4 +244,4 @@ def plan_memory(graph: Graph, in_place: dict[int, InPlace] | None = None,
     scratch = {int(b.key[len("scratch"):]): b.offset for b in buffers if b.key.startswith("scratch")}
     timeline = [(op.index, op.kind, sum(b.size for b in buffers if b.start <= step <= b.end))
                 for step, op in enumerate(graph.ops)]
-    return MemoryPlan(arena, tensor_offsets, scratch, timeline, buffers, in_place, name)
+    return MemoryPlan(arena, tensor_offsets, scratch, timeline, buffers, in_place, residual_adds, name)
