@@ -2,10 +2,9 @@
  * vector loaded once for the four), 16 products per VMLADAVA, tail by predication; the four results
  * requantized together. No scratch. */
 #include "ep_mve_helpers.h"
-
-#if defined(EP_MVE_ENABLED)
 #include "ep_kernels.h"
 
+/* Built on every target, like the other MVE size functions, so the compiler can call it on the host. */
 int32_t ep_fully_connected_s8_scratch_size_mve(int32_t batches, int32_t in_features, int32_t out_features)
 {
     (void)batches;
@@ -13,6 +12,8 @@ int32_t ep_fully_connected_s8_scratch_size_mve(int32_t batches, int32_t in_featu
     (void)out_features;
     return 0;
 }
+
+#if defined(EP_MVE_ENABLED)
 
 /* sum(w_r * (x + offset)) for four rows. The offset enters through the same accumulators as a second
  * VMLADAVA against a vector of offsets, which needs an int8 offset. The one offset outside int8,

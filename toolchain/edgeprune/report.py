@@ -157,16 +157,25 @@ def to_markdown(report: dict) -> str:
     if acc.get("worst_class") is not None:
         w = acc["worst_class"]
         lines.append(f"- worst-hit class (int8 recall vs dense float): {w['class']} ({_pct(w['dense_recall'])} -> {_pct(w['int8_recall'])})")
+    mem, val = report.get("memory"), report.get("validation")
+    if mem:
+        lines.append(f"- memory: flash {mem['flash_bytes']:,} B (weights {mem['weights_bytes']:,}, code {mem['code_bytes']:,}), "
+                     f"SRAM peak {mem['sram_peak_bytes']:,} B (arena {mem['arena_bytes']:,})")
+    if val:
+        verdict = "bit-exact" if val["bitexact"] else "NOT checked"
+        lines.append(f"- generated C: {verdict} with {val['oracle']} on {val['samples']} samples ({val.get('inputs', '')} inputs)")
     lines += [
         "",
-        "| layer | op | weight shape | float sparsity | int8 sparsity | zeros kept | MACs | non-zero MACs |",
-        "|---|---|---|---:|---:|:---:|---:|---:|",
+        "| layer | op | weight shape | float sparsity | int8 sparsity | zeros kept | MACs | non-zero MACs "
+        "| format | weight bytes | est. instructions |",
+        "|---|---|---|---:|---:|:---:|---:|---:|---|---:|---:|",
     ]
     for l in m["layers"]:
         kept = {True: "yes", False: "NO", None: "n/a"}[l["zeros_preserved"]]
         lines.append(
             f"| {l['name']} | {l['op']} | {'x'.join(map(str, l['weight_shape']))} | {_pct(l['float_sparsity'])} | "
-            f"{_pct(l['sparsity'])} | {kept} | {l['macs']:,} | {l['nonzero_macs']:,} |"
+            f"{_pct(l['sparsity'])} | {kept} | {l['macs']:,} | {l['nonzero_macs']:,} | {l.get('format', '-')} | "
+            f"{l.get('weight_bytes', 0):,} | {l.get('instructions_estimate', 0):,} |"
         )
     lines += ["", "| file | bytes |", "|---|---:|"]
     lines += [f"| {k} | {v:,} |" for k, v in report["files"].items()]
