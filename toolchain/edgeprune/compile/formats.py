@@ -2,7 +2,9 @@
 
 `choose_formats` encodes each CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED layer's weights in every
 format that can hold them (a format that cannot, e.g. nm24 on weights that are not 2:4, is skipped),
-estimates each one's instructions with costmodel, and keeps the cheapest; ties go to dense.
+estimates each one's instructions with costmodel, and keeps the cheapest, except that a format
+within NEAR_TIE of the cheapest estimate and smaller in flash wins (the estimates are not that
+precise, and flash is the scarcer resource at equal speed); exact ties go to dense.
 `override` forces one format everywhere it applies ("dense", or a format name: layers it cannot
 encode stay dense, and the report says so).
 """
@@ -21,6 +23,7 @@ from edgeprune.sparse.encode import FORMATS, SparseWeights, encode
 WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 LAYOUTS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "depthwise", "FULLY_CONNECTED": "fc"}
 CHOICES = ("auto", "dense") + FORMATS
+NEAR_TIE = 0.03  # estimates within 3% count as equally fast: the smaller weights win
 
 
 @dataclass
@@ -86,7 +89,9 @@ def choose_formats(graph: Graph, target, override: str = "auto") -> dict[int, La
         estimates = {f: costmodel.estimate(target.name, target.backend, f, _work(f, options[f][1], macs, nz), macs)
                      for f in options}
         if override == "auto":
-            best = min(options, key=lambda f: (estimates[f], f != "dense"))
+            fastest = min(estimates.values())
+            near = [f for f in options if estimates[f] <= fastest * (1 + NEAR_TIE)]
+            best = min(near, key=lambda f: (options[f][0], estimates[f], f != "dense"))
         else:
             best = override if override in options else "dense"
         nbytes, enc = options[best]
