@@ -107,6 +107,20 @@ void ep_conv2d_s8_sparse(EP_CONV2D_S8_SPARSE_ARGS);
 void ep_depthwise_conv2d_s8_sparse(EP_DEPTHWISE_CONV2D_S8_SPARSE_ARGS);
 void ep_fully_connected_s8_sparse(EP_FULLY_CONNECTED_S8_SPARSE_ARGS);
 
+/* One format (filter->format must match), best variant for the build's backend: generated code
+ * calls these, so a program links only the kernels of the formats its layers use. */
+void ep_conv2d_s8_sparse_unstructured(EP_CONV2D_S8_SPARSE_ARGS);
+void ep_conv2d_s8_sparse_block4(EP_CONV2D_S8_SPARSE_ARGS);
+void ep_conv2d_s8_sparse_nm24(EP_CONV2D_S8_SPARSE_ARGS);
+void ep_conv2d_s8_sparse_dead(EP_CONV2D_S8_SPARSE_ARGS);
+void ep_depthwise_conv2d_s8_sparse_unstructured(EP_DEPTHWISE_CONV2D_S8_SPARSE_ARGS);
+void ep_depthwise_conv2d_s8_sparse_block4(EP_DEPTHWISE_CONV2D_S8_SPARSE_ARGS);
+void ep_depthwise_conv2d_s8_sparse_dead(EP_DEPTHWISE_CONV2D_S8_SPARSE_ARGS);
+void ep_fully_connected_s8_sparse_unstructured(EP_FULLY_CONNECTED_S8_SPARSE_ARGS);
+void ep_fully_connected_s8_sparse_block4(EP_FULLY_CONNECTED_S8_SPARSE_ARGS);
+void ep_fully_connected_s8_sparse_nm24(EP_FULLY_CONNECTED_S8_SPARSE_ARGS);
+void ep_fully_connected_s8_sparse_dead(EP_FULLY_CONNECTED_S8_SPARSE_ARGS);
+
 /* Scratch bytes (4-byte aligned buffer; 8-byte on 64-bit hosts) enough for every format and variant of the
  * op on this build: conv round4(O) + 9 * round4(kh*kw*I) (the DSP variants widen 4 im2col columns to int16),
  * fully connected round4(O) + 3 * round4(I), depthwise the tap pointer table + round4(C) + round4(I). */

@@ -140,54 +140,121 @@ int32_t ep_sparse_s8_view(const void *blob, int32_t size, ep_sparse_s8_t *out)
 #define EP_SPARSE_ARM64(fn) fn##_neon
 #endif
 
+/* One format each, the best variant for this build. Generated code calls these rather than the
+ * format-dispatching functions below, so a firmware links only the kernels its layers use. */
+#define EP_CONV_ARGS params, quant, input_dims, input, filter_dims, filter, output_dims, output, scratch
+#define EP_DW_ARGS params, depth_multiplier, quant, input_dims, input, filter_dims, filter, output_dims, output, scratch
+#define EP_FC_ARGS quant, batches, input, filter, output, scratch
+#if defined(EP_SPARSE_ARM64)
+#define EP_SPARSE_MATRIX(fn) EP_SPARSE_ARM64(fn) /* block4, nm24 and dead convs and FC have NEON variants */
+#else
+#define EP_SPARSE_MATRIX(fn) EP_SPARSE_BEST(fn)
+#endif
+
+void ep_conv2d_s8_sparse_unstructured(EP_CONV2D_S8_SPARSE_ARGS)
+{
+    EP_SPARSE_BEST(ep_conv2d_s8_unstructured)(EP_CONV_ARGS);
+}
+
+void ep_conv2d_s8_sparse_block4(EP_CONV2D_S8_SPARSE_ARGS)
+{
+    EP_SPARSE_MATRIX(ep_conv2d_s8_block4)(EP_CONV_ARGS);
+}
+
+void ep_conv2d_s8_sparse_nm24(EP_CONV2D_S8_SPARSE_ARGS)
+{
+    EP_SPARSE_MATRIX(ep_conv2d_s8_nm24)(EP_CONV_ARGS);
+}
+
+void ep_conv2d_s8_sparse_dead(EP_CONV2D_S8_SPARSE_ARGS)
+{
+    EP_SPARSE_MATRIX(ep_conv2d_s8_dead)(EP_CONV_ARGS);
+}
+
+void ep_fully_connected_s8_sparse_unstructured(EP_FULLY_CONNECTED_S8_SPARSE_ARGS)
+{
+    ep_fully_connected_s8_unstructured(EP_FC_ARGS);
+}
+
+void ep_fully_connected_s8_sparse_block4(EP_FULLY_CONNECTED_S8_SPARSE_ARGS)
+{
+    EP_SPARSE_MATRIX(ep_fully_connected_s8_block4)(EP_FC_ARGS);
+}
+
+void ep_fully_connected_s8_sparse_nm24(EP_FULLY_CONNECTED_S8_SPARSE_ARGS)
+{
+    EP_SPARSE_BEST(ep_fully_connected_s8_nm24)(EP_FC_ARGS); /* no NEON variant */
+}
+
+void ep_fully_connected_s8_sparse_dead(EP_FULLY_CONNECTED_S8_SPARSE_ARGS)
+{
+    EP_SPARSE_MATRIX(ep_fully_connected_s8_dead)(EP_FC_ARGS);
+}
+
+void ep_depthwise_conv2d_s8_sparse_unstructured(EP_DEPTHWISE_CONV2D_S8_SPARSE_ARGS)
+{
+    ep_depthwise_conv2d_s8_unstructured(EP_DW_ARGS);
+}
+
+void ep_depthwise_conv2d_s8_sparse_block4(EP_DEPTHWISE_CONV2D_S8_SPARSE_ARGS)
+{
+    EP_SPARSE_BEST(ep_depthwise_conv2d_s8_block4)(EP_DW_ARGS);
+}
+
+void ep_depthwise_conv2d_s8_sparse_dead(EP_DEPTHWISE_CONV2D_S8_SPARSE_ARGS)
+{
+    ep_depthwise_conv2d_s8_dead(EP_DW_ARGS);
+}
+
 void ep_conv2d_s8_sparse(EP_CONV2D_S8_SPARSE_ARGS)
 {
-    void (*fn)(EP_CONV2D_S8_SPARSE_ARGS) = EP_SPARSE_BEST(ep_conv2d_s8_unstructured);
-    if (filter->format == EP_SPARSE_BLOCK4) {
-        fn = EP_SPARSE_BEST(ep_conv2d_s8_block4);
-    } else if (filter->format == EP_SPARSE_NM24) {
-        fn = EP_SPARSE_BEST(ep_conv2d_s8_nm24);
-    } else if (filter->format == EP_SPARSE_DEAD) {
-        fn = EP_SPARSE_BEST(ep_conv2d_s8_dead);
+    switch (filter->format) {
+    case EP_SPARSE_BLOCK4:
+        ep_conv2d_s8_sparse_block4(EP_CONV_ARGS);
+        break;
+    case EP_SPARSE_NM24:
+        ep_conv2d_s8_sparse_nm24(EP_CONV_ARGS);
+        break;
+    case EP_SPARSE_DEAD:
+        ep_conv2d_s8_sparse_dead(EP_CONV_ARGS);
+        break;
+    default:
+        ep_conv2d_s8_sparse_unstructured(EP_CONV_ARGS);
+        break;
     }
-#if defined(EP_SPARSE_ARM64)
-    if (filter->format != EP_SPARSE_UNSTRUCTURED) {
-        fn = filter->format == EP_SPARSE_BLOCK4 ? EP_SPARSE_ARM64(ep_conv2d_s8_block4)
-             : filter->format == EP_SPARSE_NM24 ? EP_SPARSE_ARM64(ep_conv2d_s8_nm24)
-                                                : EP_SPARSE_ARM64(ep_conv2d_s8_dead);
-    }
-#endif
-    fn(params, quant, input_dims, input, filter_dims, filter, output_dims, output, scratch);
 }
 
 void ep_fully_connected_s8_sparse(EP_FULLY_CONNECTED_S8_SPARSE_ARGS)
 {
-    void (*fn)(EP_FULLY_CONNECTED_S8_SPARSE_ARGS) = ep_fully_connected_s8_unstructured;
-    if (filter->format == EP_SPARSE_BLOCK4) {
-        fn = EP_SPARSE_BEST(ep_fully_connected_s8_block4);
-    } else if (filter->format == EP_SPARSE_NM24) {
-        fn = EP_SPARSE_BEST(ep_fully_connected_s8_nm24);
-    } else if (filter->format == EP_SPARSE_DEAD) {
-        fn = EP_SPARSE_BEST(ep_fully_connected_s8_dead);
+    switch (filter->format) {
+    case EP_SPARSE_BLOCK4:
+        ep_fully_connected_s8_sparse_block4(EP_FC_ARGS);
+        break;
+    case EP_SPARSE_NM24:
+        ep_fully_connected_s8_sparse_nm24(EP_FC_ARGS);
+        break;
+    case EP_SPARSE_DEAD:
+        ep_fully_connected_s8_sparse_dead(EP_FC_ARGS);
+        break;
+    default:
+        ep_fully_connected_s8_sparse_unstructured(EP_FC_ARGS);
+        break;
     }
-#if defined(EP_SPARSE_ARM64)
-    if (filter->format == EP_SPARSE_BLOCK4 || filter->format == EP_SPARSE_DEAD) {
-        fn = filter->format == EP_SPARSE_BLOCK4 ? EP_SPARSE_ARM64(ep_fully_connected_s8_block4)
-                                                : EP_SPARSE_ARM64(ep_fully_connected_s8_dead);
-    }
-#endif
-    fn(quant, batches, input, filter, output, scratch);
 }
 
 void ep_depthwise_conv2d_s8_sparse(EP_DEPTHWISE_CONV2D_S8_SPARSE_ARGS)
 {
-    void (*fn)(EP_DEPTHWISE_CONV2D_S8_SPARSE_ARGS) = ep_depthwise_conv2d_s8_unstructured;
-    if (filter->format == EP_SPARSE_BLOCK4) {
-        fn = EP_SPARSE_BEST(ep_depthwise_conv2d_s8_block4);
-    } else if (filter->format == EP_SPARSE_DEAD) {
-        fn = ep_depthwise_conv2d_s8_dead;
+    switch (filter->format) {
+    case EP_SPARSE_BLOCK4:
+        ep_depthwise_conv2d_s8_sparse_block4(EP_DW_ARGS);
+        break;
+    case EP_SPARSE_DEAD:
+        ep_depthwise_conv2d_s8_sparse_dead(EP_DW_ARGS);
+        break;
+    default:
+        ep_depthwise_conv2d_s8_sparse_unstructured(EP_DW_ARGS);
+        break;
     }
-    fn(params, depth_multiplier, quant, input_dims, input, filter_dims, filter, output_dims, output, scratch);
 }
 
 int32_t ep_conv2d_s8_sparse_scratch_size(const ep_sparse_s8_t *filter, const ep_dims_t *input_dims,

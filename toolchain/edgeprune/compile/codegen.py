@@ -136,7 +136,7 @@ class Generator:
                         f"        return EP_MODEL_ERROR_WEIGHTS;\n    }}")
             weights_arg = f"&{n}_sparse"
         s = self.scratch_ptr(op)
-        suffix = "" if sparse is None else "_sparse"
+        suffix = "" if sparse is None else f"_sparse_{fmt}"  # one format's function: only its kernels link
         call = []
         if op.kind == "FULLY_CONNECTED":
             in_features, out_features = int(w.shape[1]), int(w.shape[0])
@@ -146,7 +146,7 @@ class Generator:
                 call.append(f"ep_fully_connected_s8(&{n}_quant, {batches}, {in_features}, {out_features}, "
                             f"{self.t(inp.id)}, {weights_arg}, {self.t(out.id)}, {s});")
             else:
-                call.append(f"ep_fully_connected_s8_sparse(&{n}_quant, {batches}, {self.t(inp.id)}, {weights_arg}, "
+                call.append(f"ep_fully_connected_s8{suffix}(&{n}_quant, {batches}, {self.t(inp.id)}, {weights_arg}, "
                             f"{self.t(out.id)}, {s});")
             check = (f"ep_fully_connected_s8_sparse_scratch_size(&{n}_sparse, {batches})" if sparse is not None else
                      f"ep_fully_connected_s8_scratch_size({batches}, {in_features}, {out_features})")
