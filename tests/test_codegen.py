@@ -373,3 +373,18 @@ def test_arm64_target_is_validated_with_its_neon_kernels_under_qemu():
     r = B.build_backend(random_model(2, sparsity=0.3), get_target("arm64"), format="dense")
     assert r.validation.bitexact and "arm64_validation" in r.timings_s
     assert any(l.scratch_bytes > 0 for l in r.layers if l.op == "CONV_2D")
+
+
+def test_whole_model_format_choice_trades_a_little_speed_for_flash():
+    """Two conv layers: mixing formats is fastest by a hair, one shared format saves a kernel's code."""
+    from edgeprune.compile.formats import fit_flash
+
+    options = {0: {"dense": (1000, 900), "block4": (500, 400), "unstructured": (520, 300)},
+               1: {"dense": (2000, 1800), "block4": (1010, 800), "unstructured": (1000, 600)}}
+    kinds = {0: "CONV_2D", 1: "CONV_2D"}
+    code = {("CONV_2D", "dense"): 2000, ("CONV_2D", "block4"): 3000, ("CONV_2D", "unstructured"): 2500,
+            ("sparse", "runtime"): 700}
+    assert fit_flash(options, kinds, code) == {0: "unstructured", 1: "unstructured"}
+    assert fit_flash(options, kinds, code, tolerance=0.0) == {0: "block4", 1: "unstructured"}, "no slack: fastest"
+    slow = {i: {**o, "unstructured": (o["unstructured"][0] * 3, o["unstructured"][1])} for i, o in options.items()}
+    assert fit_flash(slow, kinds, code) == {0: "block4", 1: "block4"}, "3x slower is outside the tolerance"

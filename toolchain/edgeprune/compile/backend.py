@@ -345,8 +345,11 @@ def load_graph(tflite_bytes: bytes) -> Graph:
 
 def build_backend(tflite_bytes: bytes, target, format: str = "auto", eval_inputs: np.ndarray | None = None,
                   source: str = "model.tflite", validate: bool = True, fit: bool = True,
-                  log=lambda msg: None) -> BackendReport:
-    """Everything but writing: plan, generate, validate on the host, check the fit. Raises on failure."""
+                  check_limits: bool = True, log=lambda msg: None) -> BackendReport:
+    """Everything but writing: plan, generate, validate on the host, check the fit. Raises on failure.
+
+    fit: measure flash and SRAM with the target's compiler; check_limits: and compare them with the
+    target's profile (off when the firmware link that follows checks them, as on the board)."""
     t0 = time.perf_counter()
     lib = scratch_library()  # built once per kernels_c version and cached: part of the C build, not the back half
     times: dict[str, float] = {"kernels_build": round(time.perf_counter() - t0, 3)}
@@ -358,7 +361,7 @@ def build_backend(tflite_bytes: bytes, target, format: str = "auto", eval_inputs
         return now
 
     graph = load_graph(tflite_bytes)
-    layer_formats = F.choose_formats(graph, target, format)
+    layer_formats = F.choose_formats(graph, target, format, code_bytes=kernel_code_bytes(target))
     t = lap("formats", t0)
     scratch = scratch_sizes(graph, layer_formats, target.backend, lib)
     if target.backend in ("neon", "neon_dot"):
@@ -393,7 +396,8 @@ def build_backend(tflite_bytes: bytes, target, format: str = "auto", eval_inputs
         memory = Memory(0, weights, 0, plan.arena_bytes + STACK_ESTIMATE_BYTES, plan.arena_bytes)
         if fit:
             memory = measure_memory(work, target, weights, plan.arena_bytes)
-            check_fit(memory, target)
+            if check_limits:
+                check_fit(memory, target)
             t = lap("fit_check", t)
     log(f"generated C: arena {plan.arena_bytes:,} B ({plan.order} plan), flash {memory.flash_bytes:,} B, "
         f"validation {'bit-exact' if validation.bitexact else 'skipped'} on {validation.samples} samples; {times}")
@@ -517,6 +521,30 @@ def host_validate(work: Path, tflite_bytes: bytes, graph: Graph, inputs: np.ndar
 # Fit check
 
 
+def kernel_code_bytes(target) -> dict[tuple[str, str], int]:
+    """(op, format) -> flash bytes of the kernel code that layer format links on `target`, plus
+    ("sparse", "runtime") for the blob viewer every sparse layer needs: .text + .rodata of the
+    target's cached kernel objects (the variant the build's backend dispatches to)."""
+    from elftools.elf.elffile import ELFFile
+
+    sizes = {}
+    for obj in kernel_objects(CROSS.get(target.backend, "gcc"), tuple(target.cflags)):
+        with open(obj, "rb") as f:
+            n = sum(s["sh_size"] for s in ELFFile(f).iter_sections()
+                    if s["sh_flags"] & 2 and s.name.startswith((".text", ".rodata")))
+        sizes[obj.name.rsplit("-", 1)[0]] = n  # objects are named <source stem>-<hash>.o
+    suffixes = {"dsp": ("_dsp",), "mve": ("_mve", "_dsp"), "neon_dot": ("_neon_dot",), "neon": ("_neon",)}.get(
+        target.backend, ())
+    code = {("sparse", "runtime"): sizes.get("sparse_s8", 0)}
+    for op, stem in (("CONV_2D", "conv2d_s8"), ("DEPTHWISE_CONV_2D", "depthwise_conv2d_s8"),
+                     ("FULLY_CONNECTED", "fully_connected_s8")):
+        for fmt in ("dense",) + F.FORMATS:
+            base = stem if fmt == "dense" else f"{stem}_{fmt}"
+            variant = next((base + sfx for sfx in suffixes if base + sfx in sizes), base)
+            code[(op, fmt)] = sizes.get(variant, 0)
+    return code
+
+
 def measure_memory(work: Path, target, weights_bytes: int, arena_bytes: int) -> Memory:
     """Build model.c + the kernels it reaches for the target at -O2 and read the ELF's section sizes."""
     from elftools.elf.elffile import ELFFile
@@ -583,6 +611,17 @@ endif()
 set_target_properties(edgeprune_model PROPERTIES C_STANDARD 99 C_STANDARD_REQUIRED ON)
 if(CMAKE_C_COMPILER_ID MATCHES "GNU|Clang")
   target_compile_options(edgeprune_model PRIVATE -O2 -ffunction-sections -fdata-sections)
+endif()
+""" + (ANDROID_DOTPROD if target.backend == "neon_dot" else "")
+
+
+# The NDK builds arm64-v8a as plain Armv8.0-A, which would select the `neon` kernels: phones with
+# the dot product (Armv8.2-A and later) need the flag; OFF for Cortex-A53/A73-class phones.
+ANDROID_DOTPROD = """
+# Android NDK (arm64-v8a) or any arm64 toolchain: the SDOT kernels (neon_dot) need Armv8.2-A + dotprod.
+option(EDGEPRUNE_DOTPROD "Use the Armv8.2-A dot-product kernels on arm64" ON)
+if(EDGEPRUNE_DOTPROD AND (ANDROID_ABI STREQUAL "arm64-v8a" OR CMAKE_SYSTEM_PROCESSOR MATCHES "^(aarch64|arm64|ARM64)$"))
+  target_compile_options(edgeprune_model PRIVATE -march=armv8.2-a+dotprod)
 endif()
 """
 
