@@ -37,9 +37,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
 	@touch $@
 
-demo: setup
+# Train the digits CNN, prune it to 80% and compile it (C + firmware) for the Cortex-M7, flash it
+# to QEMU, run the test split through the emulated device (bit-exact with TFLite Micro), measure it.
+demo: setup $(QEMU_PLUGIN)
 	$(VENV)/bin/edgeprune example digits --out $(DEMO_DIR)/model.pt
 	$(VENV)/bin/edgeprune compile $(DEMO_DIR)/model.pt --target cortex-m7 --data digits --sparsity 0.8 --out $(DEMO_DIR)/build
+	$(VENV)/bin/edgeprune flash $(DEMO_DIR)/build
+	$(VENV)/bin/edgeprune run $(DEMO_DIR)/build --data digits
+	$(VENV)/bin/edgeprune bench $(DEMO_DIR)/build
 
 test: setup $(QEMU_PLUGIN)
 	$(PY) -m pytest -q

@@ -41,6 +41,8 @@ class CompileOptions:
     quiet: bool = False
     verbose: bool = False
     format: str = "auto"  # weight format per layer: auto | dense | a sparse format (compile/formats.py)
+    board: str | None = None  # firmware board (device/firmware.py BOARDS); None: the target's default
+    firmware: bool = True  # build firmware.elf (Cortex-M) or the arm64 runner next to the generated C
 
 
 @dataclass
@@ -158,7 +160,8 @@ def compile_model(opts: CompileOptions, log=lambda msg: None) -> dict:
 
     from edgeprune.compile.backend import build_backend
 
-    back = build_backend(int8_bytes, target, opts.format, _quantize_inputs(int8_model, x_eval), source=str(opts.model), log=log)
+    back = build_backend(int8_bytes, target, opts.format, _quantize_inputs(int8_model, x_eval), source=str(opts.model),
+                         check_limits=not _links_firmware(opts, target), log=log)
     stages.done("backend")
 
     header, source = convert.c_array_sources(int8_bytes)
@@ -190,6 +193,7 @@ def compile_model(opts: CompileOptions, log=lambda msg: None) -> dict:
         (stage / "model_data.h").write_text(header)
         (stage / "model_data.c").write_text(source)
         back.write_into(stage)
+        _build_firmware_into(stage, opts, target, report, stages)
         report["files"] = {p.name: p.stat().st_size for p in sorted(stage.iterdir()) if p.is_file()}
         stages.done("write")
         report["timings_s"] = dict(stages.seconds)
@@ -259,7 +263,8 @@ def compile_tflite_file(opts: CompileOptions, log=lambda msg: None) -> dict:
         eval_x = _quantize_inputs(graph, data.x_test)
         data_note = data.name if eval_x is not None else f"{data.name} (shape-incompatible, not used)"
     stages.done("load")
-    back = build_backend(tflite_bytes, target, opts.format, eval_x, source=str(path), log=log)
+    back = build_backend(tflite_bytes, target, opts.format, eval_x, source=str(path),
+                         check_limits=not _links_firmware(opts, target), log=log)
     stages.done("backend")
     stats = rep.layer_stats(model)
     report = {
@@ -283,11 +288,31 @@ def compile_tflite_file(opts: CompileOptions, log=lambda msg: None) -> dict:
     with staged_directory(Path(opts.out)) as stage:
         (stage / "model.tflite").write_bytes(tflite_bytes)
         back.write_into(stage)
+        _build_firmware_into(stage, opts, target, report, stages)
         report["files"] = {p.name: p.stat().st_size for p in sorted(stage.iterdir()) if p.is_file()}
         stages.done("write")
         report["timings_s"] = dict(stages.seconds)
         (stage / "report.json").write_text(rep.to_json(report))
     return report
+
+
+def _links_firmware(opts: CompileOptions, target) -> bool:
+    """Whether the compile ends by linking a device program; its link is then the fit check, exactly
+    as on the board (the linker script has the part's flash and SRAM)."""
+    from edgeprune.device.firmware import DEFAULT_BOARDS
+
+    return opts.firmware and target.name in DEFAULT_BOARDS
+
+
+def _build_firmware_into(stage: Path, opts: CompileOptions, target, report: dict, stages: _Stages) -> None:
+    """firmware.elf/.bin/.hex (Cortex-M) or the arm64 runner, built in the staged output folder."""
+    if not _links_firmware(opts, target):
+        return
+    from edgeprune.device.firmware import build_firmware
+
+    fw = build_firmware(stage, target.name, stage, board=opts.board)
+    report["firmware"] = fw.to_dict()
+    stages.done("firmware")
 
 
 def _worst_hit_class(dense_recall: list[float] | None, int8_recall: list[float] | None) -> dict | None:
@@ -435,3 +460,30 @@ def make_example(name: str, out: str | Path, epochs: int = 20, seed: int = 0, qu
     size = save_torchscript(model, out)
     params = sum(p.numel() for p in model.parameters())
     return {"example": name, "path": str(out), "bytes": size, "params": params, "test_accuracy": accuracy, "input_shape": [1, 1, 8, 8]}
+
+
+# ---- devices: edgeprune flash / run / bench (the work is in edgeprune.device.runner) ----
+
+def flash(dir: str | Path, device: str = "qemu") -> dict:
+    """Program the board (pyOCD) or start QEMU with DIR's firmware; check it answers with DIR's model hash."""
+    from edgeprune.device import runner
+
+    return runner.flash(dir, device)
+
+
+def run(dir: str | Path, inputs, device: str = "qemu", labels=None, out: str | Path | None = None) -> dict:
+    """Run `inputs` (array or .npy; float is quantized) on the device, compare with TFLite Micro bit for bit.
+
+    Returns at least {"device", "samples", "bitexact", "mismatches"} (+ "accuracy" with labels).
+    """
+    from edgeprune.device import runner
+
+    return runner.run(dir, inputs, device=device, labels=labels, out=out)
+
+
+def bench(dir: str | Path, device: str = "qemu", plot: str | Path | None = "default", inputs=None) -> dict:
+    """Per-layer instructions (QEMU) or cycles (boards), flash/SRAM from the ELF, peak stack; a PNG chart
+    at `plot` ("default": DIR/bench.png, None: none). `inputs` (array or .npy): its first sample is measured."""
+    from edgeprune.device import runner
+
+    return runner.bench(dir, device=device, plot=plot, inputs=inputs)

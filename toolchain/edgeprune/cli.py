@@ -8,7 +8,7 @@ import sys
 import click
 
 from edgeprune import __version__
-from edgeprune.errors import EdgepruneError, first_line
+from edgeprune.errors import EdgepruneError, UsageError, first_line
 
 
 def _fail(message: str, code: int) -> None:
@@ -98,11 +98,15 @@ def example(name, out, epochs, seed, as_json):
 @click.option("--trust-pickle", is_flag=True, help="Allow loading a whole pickled module (runs code from the file).")
 @click.option("--format", "weight_format", default="auto", show_default=True,
               help="Weight format per layer: auto (cost model), dense, unstructured, block4, nm24 or dead.")
+@click.option("--board", default=None,
+              help="Firmware board for the target (default: its QEMU board, e.g. qemu-mps2-an500 for cortex-m7; "
+                   "stm32f746-disco builds for the real board).")
+@click.option("--no-firmware", is_flag=True, help="Generate the C only: no firmware.elf / arm64 runner.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print report.json on stdout.")
 @click.pass_context
 def compile_cmd(ctx, model, target, data, out, prune, sparsity, scope, nm, keep_first_last, finetune_epochs, gmp_steps,
-                min_agreement, input_shape, arch, trust_pickle, weight_format, seed, as_json):
+                min_agreement, input_shape, arch, trust_pickle, weight_format, board, no_firmware, seed, as_json):
     """Prune, finetune and quantize MODEL, convert it to int8 TFLite and a C array.
 
     MODEL is TorchScript (.pt), an ExportedProgram (.pt2), a state_dict (.pth with --arch),
@@ -116,7 +120,7 @@ def compile_cmd(ctx, model, target, data, out, prune, sparsity, scope, nm, keep_
         model=model, out=out, data=data, target=target, prune=prune, sparsity=sparsity, scope=scope, nm=nm,
         keep_first_last=keep_first_last, finetune_epochs=finetune_epochs, gmp_steps=gmp_steps,
         min_agreement=min_agreement, input_shape=input_shape, arch=arch, trust_pickle=trust_pickle, seed=seed,
-        quiet=as_json, verbose=verbose, format=weight_format,
+        quiet=as_json, verbose=verbose, format=weight_format, board=board, firmware=not no_firmware,
     )
     log = (lambda msg: click.echo(msg, err=True)) if verbose else (lambda msg: None)
     report = compile_model(opts, log=log)
@@ -128,6 +132,16 @@ def compile_cmd(ctx, model, target, data, out, prune, sparsity, scope, nm, keep_
         _print_summary(report, out, verbose)
 
 
+def _console():
+    """rich's Console for stdout; when piped (CI logs, make demo) 120 columns rather than 80, so the
+    tables keep their columns whole."""
+    import sys
+
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=120)
+
+
 def _print_summary(report: dict, out: str, verbose: bool) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -136,7 +150,7 @@ def _print_summary(report: dict, out: str, verbose: bool) -> None:
         return "n/a" if v is None else f"{v:.1%}"
 
     m, acc = report["model"], report.get("accuracy")
-    console = Console()
+    console = _console()
     from pathlib import Path
 
     table = Table(title=f"{report['source']} -> {Path(out)}/ ({report['target']})", show_lines=False)
@@ -170,6 +184,10 @@ def _print_summary(report: dict, out: str, verbose: bool) -> None:
         console.print(f"generated C: bit-exact with {val['oracle']} on {val['samples']} samples ({val['inputs']} inputs)")
     if not all(l["zeros_preserved"] in (True, None) for l in m["layers"]):
         console.print("[yellow]warning: some pruned zeros did not survive quantization[/yellow]")
+    fw = report.get("firmware")
+    if fw:
+        console.print(f"firmware: {fw['elf']} for {fw['board']} ({fw['backend']} kernels): flash {fw['flash_bytes']:,} B, "
+                      f"SRAM {fw['sram_bytes']:,} B + {fw['stack_bytes']:,} B stack")
     files = ", ".join(f"{k} {v:,} B" for k, v in report["files"].items())
     console.print(f"wrote {files}")
     if verbose:
@@ -196,7 +214,112 @@ def targets(as_json):
         table.add_column(col)
     for t in TARGETS.values():
         table.add_row(t.name, t.description, size(t.sram_bytes), size(t.flash_bytes), t.backend, t.emulator or "-")
-    Console().print(table)
+    _console().print(table)
+
+
+# ---- devices: flash, run, bench (edgeprune.api -> edgeprune.device.runner) ----
+
+_DEVICE_HELP = "qemu (the emulator: qemu-system-arm, or qemu-aarch64 for --target arm64) or pyocd[:UID] (a real board)."
+
+
+@main.command()
+@click.argument("dir", type=click.Path(file_okay=False))
+@click.option("--device", default="qemu", show_default=True, help=_DEVICE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def flash(dir, device, as_json):
+    """Program DIR's firmware into the device and check it answers with DIR's model."""
+    from edgeprune.api import flash as flash_api
+
+    r = flash_api(dir, device=device)
+    if as_json:
+        click.echo(json.dumps(r, indent=2))
+        return
+    arena = "?" if r["arena_bytes"] is None else f"{r['arena_bytes']:,}"
+    click.echo(f"{r['device']}: model {r['model_hash']} ({r['backend']}), arena {arena} B, "
+               f"flash {r['flash_bytes']:,} B, SRAM {r['sram_bytes']:,} B")
+    if r.get("note"):
+        click.echo(r["note"])
+
+
+@main.command()
+@click.argument("dir", type=click.Path(file_okay=False))
+@click.option("--input", "input_path", type=click.Path(dir_okay=False),
+              help=".npy of samples, (N, *input shape) or one sample; float is quantized with the model's input parameters, int8 is sent as is.")
+@click.option("--labels", type=click.Path(dir_okay=False), help=".npy of N integer labels: also print the device's accuracy.")
+@click.option("--data", help="Instead of --input/--labels: the test split of 'digits' (built in) or of an .npz (x, y).")
+@click.option("--device", default="qemu", show_default=True, help=_DEVICE_HELP)
+@click.option("--out", type=click.Path(dir_okay=False), help="Save the device's raw int8 outputs to this .npy.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def run(dir, input_path, labels, data, device, out, as_json):
+    """Run samples on the device and check its outputs bit for bit against TFLite Micro."""
+    from edgeprune.api import run as run_api
+
+    if (input_path is None) == (data is None):
+        raise UsageError("give the samples with --input X.npy (and optionally --labels Y.npy) or with --data, not both")
+    if data is not None:
+        from edgeprune.data import load_dataset
+
+        ds = load_dataset(data)
+        input_path, labels = ds.x_test, (ds.y_test if ds.has_labels else None)
+    r = run_api(dir, input_path, device=device, labels=labels, out=out)
+    if as_json:
+        click.echo(json.dumps(r, indent=2))
+    else:
+        verdict = ("bit-exact with TFLite Micro" if r["bitexact"] else
+                   f"MISMATCH: {r['mismatches']} of {r['samples']} samples differ from TFLite Micro "
+                   f"(first: sample {r['first_mismatch']}, max difference {r['max_abs_diff']})")
+        click.echo(f"{r['device']}: {r['samples']} samples, {verdict}")
+        if "accuracy" in r:
+            click.echo(f"accuracy {r['accuracy']:.1%} (TFLite Micro {r['tflm_accuracy']:.1%})")
+        if r.get("out"):
+            click.echo(f"wrote {r['out']}")
+    if not r["bitexact"]:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("dir", type=click.Path(file_okay=False))
+@click.option("--device", default="qemu", show_default=True, help=_DEVICE_HELP)
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="PNG bar chart per layer [default: DIR/bench.png].")
+@click.option("--no-plot", is_flag=True, help="Do not write the chart.")
+@click.option("--input", "input_path", type=click.Path(dir_okay=False),
+              help=".npy whose first sample is measured (default: fixed pseudo-random int8).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def bench(dir, device, plot, no_plot, input_path, as_json):
+    """Per-layer instructions (QEMU) or cycles (boards), flash and SRAM use, peak stack."""
+    from edgeprune.api import bench as bench_api
+
+    r = bench_api(dir, device=device, plot=None if no_plot else (plot or "default"), inputs=input_path)
+    if as_json:
+        click.echo(json.dumps(r, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    def num(v):
+        return "-" if v is None else f"{v:,}"
+
+    counted = r.get("total_instructions") is not None
+    key = "instructions" if counted else "cycles"
+    total = r["total_instructions"] if counted else r.get("total_cycles")
+    table = Table(title=f"{dir} on {r['device']} ({r['backend']})")
+    short = "instr." if counted else "cycles"
+    for col, just in (("layer", "left"), ("op", "left"), ("format", "left"), ("MACs", "right"), (short, "right"),
+                      ("share", "right"), (f"{short}/MAC", "right")):
+        table.add_column(col, justify=just, overflow="fold")
+    layer_sum = sum(l[key] or 0 for l in r["layers"])
+    for l in r["layers"]:
+        v = l[key]
+        table.add_row(l["name"], l["op"], l["format"], num(l["macs"]), num(v),
+                      "-" if not v or not layer_sum else f"{v / layer_sum:.1%}",
+                      "-" if not v or not l["macs"] else f"{v / l['macs']:.2f}")
+    table.add_row("total", "", "", num(sum(l["macs"] for l in r["layers"])), num(total), "", "", style="bold")
+    console = _console()
+    console.print(table)
+    console.print(f"flash {r['flash_bytes']:,} B, SRAM {r['sram_bytes']:,} B (static: data + bss, arena {num(r['arena_bytes'])} B), "
+                  f"peak stack {r['stack_bytes']:,} B of {num(r['stack_region_bytes'])} B")
+    if r.get("plot"):
+        console.print(f"wrote {r['plot']}")
 
 
 if __name__ == "__main__":

@@ -154,23 +154,26 @@ def compile_objects(target: BuildTarget, sources: Sequence[Path], out_dir: Path,
     return objs
 
 
-def kernel_library(target: BuildTarget, defines: Sequence[str] = (), cache_dir: Path = DEFAULT_CACHE) -> Path:
+def kernel_library(target: BuildTarget, defines: Sequence[str] = (), cache_dir: Path = DEFAULT_CACHE,
+                   extra_flags: Sequence[str] = ()) -> Path:
     """kernels_c/src/*.c plus firmware/markers.c as a static library.
 
     Objects are cached by their source, the headers and the flags, so while the kernels are being
     edited only the changed files recompile; the archive is cached by the set of objects.
+    extra_flags (e.g. -ffunction-sections for the firmware) are added to the target's flags.
     """
     with _LIBRARY_LOCK:  # threads building the same library would duplicate the work
-        return _kernel_library(target, tuple(defines), cache_dir)
+        return _kernel_library(target, tuple(defines), cache_dir, tuple(extra_flags))
 
 
 _LIBRARY_LOCK = threading.Lock()
 
 
-def _kernel_library(target: BuildTarget, defines: tuple[str, ...], cache_dir: Path) -> Path:
+def _kernel_library(target: BuildTarget, defines: tuple[str, ...], cache_dir: Path,
+                    extra_flags: tuple[str, ...] = ()) -> Path:
     sources = [*kernel_sources(), FIRMWARE / "markers.c"]
     headers = [*(KERNELS / "include").glob("*.h"), *(KERNELS / "src").glob("*.h"), FIRMWARE / "markers.h"]
-    common = _digest(target, tuple(defines), files=headers)
+    common = _digest(target, tuple(defines), *((extra_flags,) if extra_flags else ()), files=headers)
     obj_dir = cache_dir / f"{target.name}-objects"
     objs = [obj_dir / f"{src.stem}-{_digest(common, files=[src])}.o" for src in sources]
     lib = cache_dir / f"{target.name}-{_digest(*(o.name for o in objs))}" / "libep_kernels.a"
@@ -181,7 +184,7 @@ def _kernel_library(target: BuildTarget, defines: tuple[str, ...], cache_dir: Pa
         obj_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix="tmp-", dir=obj_dir))  # private to this build: other processes may share the cache
         try:
-            built = compile_objects(target, [src for src, _ in todo], tmp, defines)
+            built = compile_objects(target, [src for src, _ in todo], tmp, defines, extra_flags=extra_flags)
             for new, (_, obj) in zip(built, todo):
                 os.replace(new, obj)  # atomic: concurrent builds never see half-written files
         finally:
