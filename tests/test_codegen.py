@@ -211,6 +211,9 @@ def test_banded_convs_are_bitexact_with_tflite_micro(seed):
     # over its input when it keeps the shape, stride 1 and as many channels)
     assert code.count("ep_conv_bands(") == 4 and code.count(", then add_") + code.count("in place (") == 4, f"seed {seed}"
     g = passes.simplify(ir.build_graph(read_tflite(model)))
+    timeline = r.memory_plan["timeline"]  # report.json's per-op live bytes
+    assert len(timeline) == len(g.ops) and max(t["live_bytes"] for t in timeline) == r.memory_plan["peak_live_bytes"]
+    assert sum(1 for t in timeline if t["reuse"] and "bands" in t["reuse"]) == 4, f"seed {seed}: {timeline}"
     unbanded = plan_memory(g, in_place={k: v for k, v in passes.find_in_place(g).items() if not v.band_rows})
     assert r.memory.arena_bytes - sum(l.scratch_bytes for l in r.layers) < unbanded.arena_bytes, f"seed {seed}"
 

@@ -213,7 +213,8 @@ def _merge_layers(layers: list[dict], back) -> None:
 def _backend_fields(back) -> dict:
     """report.json's back-half fields: memory, validation, and the back half's own timings."""
     d = back.to_dict()
-    return {"memory": d["memory"], "validation": d["validation"], "backend_timings_s": d["timings_s"]}
+    return {"memory": d["memory"], "memory_plan": d["memory_plan"], "validation": d["validation"],
+            "backend_timings_s": d["timings_s"]}
 
 
 def _quantize_inputs(model, x: np.ndarray) -> np.ndarray | None:

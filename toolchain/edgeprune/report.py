@@ -182,3 +182,26 @@ def to_markdown(report: dict) -> str:
     lines += ["", "| stage | seconds |", "|---|---:|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in report["timings_s"].items()]
     return "\n".join(lines) + "\n"
+
+
+def plot_memory_timeline(memory_plan: dict, path) -> None:
+    """memory.png: the bytes live in the arena during each op, against the arena size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    steps = memory_plan.get("timeline") or []
+    if not steps:
+        return
+    fig = Figure(figsize=(max(6.0, 0.35 * len(steps)), 3.6), dpi=110)
+    ax = fig.add_subplot()
+    colors = ["tab:green" if s.get("reuse") else "tab:blue" for s in steps]
+    ax.bar(range(len(steps)), [s["live_bytes"] for s in steps], color=colors)
+    ax.axhline(memory_plan["arena_bytes"], color="tab:red", linewidth=1, label=f"arena {memory_plan['arena_bytes']:,} B")
+    ax.set_xticks(range(len(steps)), [s["op"] for s in steps], rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("live bytes")
+    ax.set_title("activation memory per op (green: in place or banded)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)

@@ -87,10 +87,12 @@ class BackendReport:
     timings_s: dict[str, float]
     files: dict[str, str] = field(default_factory=dict, repr=False)  # generated text files by name
     plan_order: str = ""
+    memory_plan: dict = field(default_factory=dict)  # plan_summary(): timeline and reuses
 
     def to_dict(self) -> dict:
         return {"memory": asdict(self.memory), "validation": asdict(self.validation),
-                "layers": [asdict(l) for l in self.layers], "timings_s": dict(self.timings_s)}
+                "layers": [asdict(l) for l in self.layers], "timings_s": dict(self.timings_s),
+                "memory_plan": self.memory_plan}
 
     def layer_fields(self) -> dict[int, dict]:
         """op index -> the per-layer report fields of weighted layers."""
@@ -105,6 +107,10 @@ class BackendReport:
         for name, text in self.files.items():
             (folder / name).write_text(text)
         copy_kernels(folder / "kernels")
+        if self.memory_plan:
+            from edgeprune.report import plot_memory_timeline
+
+            plot_memory_timeline(self.memory_plan, folder / "memory.png")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,6 +349,22 @@ def load_graph(tflite_bytes: bytes) -> Graph:
     return graph
 
 
+def plan_summary(graph: Graph, plan) -> dict:
+    """report.json's "memory_plan": the arena, the live bytes during each op (the timeline), and which
+    ops reuse memory (in place, banded, fused with a residual ADD)."""
+    names = {op.index: codegen.layer_name(op) for op in graph.ops}
+    def bands(rows: int) -> str:
+        return f"bands of {rows} row{'s' if rows != 1 else ''}"
+
+    reuse = {p.op_index: (f"in place, {bands(p.band_rows)}" if p.band_rows else "in place") for p in plan.in_place.values()}
+    for r in plan.residual_adds.values():
+        reuse[r.conv_index] = f"{bands(r.band_rows)} through {names[r.add_index]}"
+        reuse[r.add_index] = f"fused into {names[r.conv_index]}, in place over its skip input"
+    return {"arena_bytes": plan.arena_bytes, "peak_live_bytes": plan.peak_live_bytes, "order": plan.order,
+            "timeline": [{"op": names[i], "kind": kind, "live_bytes": live, "reuse": reuse.get(i)}
+                         for i, kind, live in plan.timeline]}
+
+
 def build_backend(tflite_bytes: bytes, target, format: str = "auto", eval_inputs: np.ndarray | None = None,
                   source: str = "model.tflite", validate: bool = True, fit: bool = True,
                   check_limits: bool = True, log=lambda msg: None) -> BackendReport:
@@ -407,7 +429,7 @@ def build_backend(tflite_bytes: bytes, target, format: str = "auto", eval_inputs
         layers.append(BackendLayer(op.index, codegen.layer_name(op), op.kind, lf.format if lf else "-",
                                    lf.weight_bytes if lf else 0, lf.instructions_estimate if lf else 0,
                                    scratch.get(op.index, 0)))
-    return BackendReport(memory, validation, layers, times, files, plan.order)
+    return BackendReport(memory, validation, layers, times, files, plan.order, plan_summary(graph, plan))
 
 
 def compile_tflite(tflite_bytes: bytes, target, out_dir, format: str = "auto", eval_inputs: np.ndarray | None = None,
