@@ -488,3 +488,17 @@ def bench(dir: str | Path, device: str = "qemu", plot: str | Path | None = "defa
     from edgeprune.device import runner
 
     return runner.bench(dir, device=device, plot=plot, inputs=inputs)
+
+
+# ---- on-device adaptation: edgeprune adapt (the work is in edgeprune.adapt) ----
+
+def adapt(dir: str | Path, data: str | Path, eval_data: str | Path | None = None, budget_ram: str | int | None = "20%",
+          budget_macs: str | int | None = None, selector: str = "neq", epochs: int = 10, seed: int = 0,
+          device: str = "sim", on_epoch=None, **options) -> dict:
+    """Adapt DIR's deployed model to labelled samples within a RAM (and MAC) budget; returns the
+    `adapt --json` dict. Other options (init, lr, momentum, batch_size, ...): edgeprune.adapt.session.AdaptOptions."""
+    from edgeprune.adapt.session import AdaptOptions, adapt as adapt_session
+
+    opts = AdaptOptions(dir=dir, data=data, eval_data=eval_data, budget_ram=budget_ram, budget_macs=budget_macs,
+                        selector=selector, epochs=epochs, seed=seed, device=device, **options)
+    return adapt_session(opts, on_epoch=on_epoch)

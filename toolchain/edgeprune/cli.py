@@ -322,5 +322,62 @@ def bench(dir, device, plot, no_plot, input_path, as_json):
         console.print(f"wrote {r['plot']}")
 
 
+# ---- on-device adaptation (edgeprune.api.adapt -> edgeprune.adapt.session) ----
+
+
+@main.command()
+@click.argument("dir", type=click.Path(file_okay=False))
+@click.option("--data", required=True, type=click.Path(dir_okay=False), help=".npz with x (N,C,H,W or N,H,W,C float) and y (N,) labels to adapt on.")
+@click.option("--eval-data", type=click.Path(dir_okay=False), help=".npz to measure accuracy on (default: the probe set).")
+@click.option("--budget-ram", default="20%", show_default=True,
+              help="Training RAM: bytes (6144, 6KiB = 6*1024, 6kB = 6*1000) or a share of what full training needs (20%).")
+@click.option("--budget-macs", default=None, help="Backward MACs per training sample: 400000, 400k, 1.5M or 20% (of full's).")
+@click.option("--selector", type=click.Choice(["neq", "su", "random", "full", "cheapest", "neq-shuffled"]), default="neq", show_default=True)
+@click.option("--init", type=click.Choice(["su", "random", "full-last-layer"]), default="su", show_default=True,
+              help="Selection of the first two epochs of neq, neq-shuffled and cheapest (before velocities exist).")
+@click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="sim", show_default=True, help="sim (PyTorch on the host, what the device would do); qemu: not yet.")
+@click.option("--rollback", is_flag=True, help="Return the device to the factory weights (needs a device).")
+@click.option("--lr", type=float, default=0.1, show_default=True, help="SGD learning rate (mean loss over the batch).")
+@click.option("--momentum", type=float, default=0.0, show_default=True, help="SGD momentum (its buffers count against the budget).")
+@click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--probe-per-class", type=click.IntRange(1), default=2, show_default=True, help="NEq probe samples per class.")
+@click.option("--neq-history", type=click.Choice(["recompute", "int8"]), default="recompute", show_default=True,
+              help="How NEq gets last epoch's outputs: recompute them from a copy of the trained parameters, or store them in int8.")
+@click.option("--probe-in-ram", is_flag=True, help="Count the probe set in RAM (default: kept in flash, like the weights).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def adapt(dir, data, eval_data, budget_ram, budget_macs, selector, init, epochs, seed, device, rollback, lr, momentum,
+          batch_size, probe_per_class, neq_history, probe_in_ram, as_json):
+    """Adapt DIR's deployed model to new labelled data, training only the neurons that fit the budget."""
+    from edgeprune.api import adapt as adapt_api
+
+    if rollback:
+        from edgeprune.errors import UsageError
+
+        raise UsageError("--rollback: not yet: needs the firmware's adaptation mode")
+    r = adapt_api(dir, data, eval_data=eval_data, budget_ram=budget_ram, budget_macs=budget_macs, selector=selector,
+                  epochs=epochs, seed=seed, device=device, init=init, lr=lr, momentum=momentum, batch_size=batch_size,
+                  probe_per_class=probe_per_class, history=neq_history, probe_in_ram=probe_in_ram)
+    if as_json:
+        click.echo(json.dumps(r, indent=2))
+        return
+    from rich.table import Table
+
+    layers = r["trainable_layers"]
+    macs = "no MAC budget" if r["budget_macs"] is None else f"{r['budget_macs']:,} MACs/sample"
+    table = Table(title=f"{selector} on {r['device']}, budget {r['budget_ram']:,} B ({r['budget_ram'] / r['full_ram']:.0%} of full's "
+                        f"{r['full_ram']:,} B), {macs}, seed {seed}")
+    for col in ("epoch", "accuracy", "loss", *layers, "RAM B", "MACs/sample"):
+        table.add_column(col, justify="right")
+    for e in r["epochs"]:
+        table.add_row(str(e["epoch"]) + (" (init)" if e.get("warmup") else ""), f"{e['accuracy']:.1%}", f"{e['loss']:.3f}",
+                      *[str(e["selected"][n]) for n in layers], f"{e['ram_used']:,}", f"{e['macs_used']:,}")
+    console = _console()
+    console.print(table)
+    console.print(f"accuracy on the {r['evaluated_on']} ({r['eval_samples']} samples): {r['accuracy_before']:.1%} before "
+                  f"(deployed int8) -> {r['accuracy_after']:.1%} after; frozen: {', '.join(r['frozen_layers'])}")
+
+
 if __name__ == "__main__":
     main()
