@@ -220,14 +220,32 @@ def targets(as_json):
 # ---- devices: flash, run, bench (edgeprune.api -> edgeprune.device.runner) ----
 
 _DEVICE_HELP = "qemu (the emulator: qemu-system-arm, or qemu-aarch64 for --target arm64) or pyocd[:UID] (a real board)."
+_TARGET_HELP = "The target DIR was compiled for (optional: checked against DIR/report.json)."
+
+
+def _check_target(dir: str, target: str | None) -> None:
+    """`--target` on flash/run/bench only confirms what the folder holds: the program was built for it."""
+    if target is None:
+        return
+    from pathlib import Path
+
+    try:
+        compiled = json.loads((Path(dir) / "report.json").read_text()).get("target")
+    except (OSError, ValueError):
+        return  # the command itself reports a missing or broken folder in its own words
+    if compiled != target:
+        raise UsageError(f"{dir} was compiled for {compiled}, not {target}; recompile with "
+                         f"`edgeprune compile MODEL --target {target} --out DIR`")
 
 
 @main.command()
 @click.argument("dir", type=click.Path(file_okay=False))
 @click.option("--device", default="qemu", show_default=True, help=_DEVICE_HELP)
+@click.option("--target", default=None, help=_TARGET_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def flash(dir, device, as_json):
+def flash(dir, device, target, as_json):
     """Program DIR's firmware into the device and check it answers with DIR's model."""
+    _check_target(dir, target)
     from edgeprune.api import flash as flash_api
 
     r = flash_api(dir, device=device)
@@ -248,10 +266,12 @@ def flash(dir, device, as_json):
 @click.option("--labels", type=click.Path(dir_okay=False), help=".npy of N integer labels: also print the device's accuracy.")
 @click.option("--data", help="Instead of --input/--labels: the test split of 'digits' (built in) or of an .npz (x, y).")
 @click.option("--device", default="qemu", show_default=True, help=_DEVICE_HELP)
+@click.option("--target", default=None, help=_TARGET_HELP)
 @click.option("--out", type=click.Path(dir_okay=False), help="Save the device's raw int8 outputs to this .npy.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def run(dir, input_path, labels, data, device, out, as_json):
+def run(dir, input_path, labels, data, device, target, out, as_json):
     """Run samples on the device and check its outputs bit for bit against TFLite Micro."""
+    _check_target(dir, target)
     from edgeprune.api import run as run_api
 
     if (input_path is None) == (data is None):
@@ -280,13 +300,15 @@ def run(dir, input_path, labels, data, device, out, as_json):
 @main.command()
 @click.argument("dir", type=click.Path(file_okay=False))
 @click.option("--device", default="qemu", show_default=True, help=_DEVICE_HELP)
+@click.option("--target", default=None, help=_TARGET_HELP)
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="PNG bar chart per layer [default: DIR/bench.png].")
 @click.option("--no-plot", is_flag=True, help="Do not write the chart.")
 @click.option("--input", "input_path", type=click.Path(dir_okay=False),
               help=".npy whose first sample is measured (default: fixed pseudo-random int8).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def bench(dir, device, plot, no_plot, input_path, as_json):
+def bench(dir, device, target, plot, no_plot, input_path, as_json):
     """Per-layer instructions (QEMU) or cycles (boards), flash and SRAM use, peak stack."""
+    _check_target(dir, target)
     from edgeprune.api import bench as bench_api
 
     r = bench_api(dir, device=device, plot=None if no_plot else (plot or "default"), inputs=input_path)
