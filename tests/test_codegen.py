@@ -391,3 +391,32 @@ def test_whole_model_format_choice_trades_a_little_speed_for_flash():
     assert fit_flash(options, kinds, code, tolerance=0.0) == {0: "block4", 1: "unstructured"}, "no slack: fastest"
     slow = {i: {**o, "unstructured": (o["unstructured"][0] * 3, o["unstructured"][1])} for i, o in options.items()}
     assert fit_flash(slow, kinds, code) == {0: "block4", 1: "block4"}, "3x slower is outside the tolerance"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_dead_channels_fold_into_their_consumers_exactly(seed):
+    """A conv with all-zero output channels feeding a 1x1 conv and a VALID depthwise, then an FC: the
+    constants those channels output move into the consumers' biases and their weights on them become
+    zero; the outputs stay bit-exact with TFLite Micro."""
+    rng = np.random.default_rng(seed)
+    b = _Builder(rng)
+    h, w, c = 6, 5, 8
+    x = b.act((1, h, w, 2))
+    a = b.weighted("CONV_2D", x, (c, 3, 3, 2), (1, h, w, c), 0, conv2d_options(padding="SAME", activation="RELU"), 0.2)
+    dead = sorted(rng.choice(c, 3, replace=False))
+    b.tensors[a - 2].data[dead] = 0  # the producer's weights: [a - 2] is its filter
+    y = b.weighted("CONV_2D", a, (c, 1, 1, c), (1, h, w, c), 0, conv2d_options(activation="RELU"), 0.2)
+    b.tensors[y - 2].data[dead[0]] = 0  # y's channel dead[0] is dead too: it feeds the depthwise
+    d = b.weighted("DEPTHWISE_CONV_2D", y, (1, 3, 3, c), (1, h - 2, w - 2, c), 3, depthwise_options(), 0.2)
+    r = b.act((1, (h - 2) * (w - 2) * c), b.tensors[d].scale, b.tensors[d].zero_point)
+    r = b.op("RESHAPE", [d, b.const(np.array([1, (h - 2) * (w - 2) * c], np.int32), [1.0], 0, dtype=np.int32)], r,
+             reshape_options([1, (h - 2) * (w - 2) * c]))
+    out = b.weighted("FULLY_CONNECTED", r, (4, (h - 2) * (w - 2) * c), (1, 4), 0, fully_connected_options(), 0.3,
+                     version=4)
+    model = b.model(x, out)
+    g = passes.simplify(ir.build_graph(read_tflite(model)))
+    conv1x1, dw = g.ops[1], g.ops[2]
+    assert not g.tensors[conv1x1.inputs[1]].data[..., dead].any(), f"seed {seed}: 1x1 conv still reads the dead channels"
+    assert not g.tensors[dw.inputs[1]].data[..., dead[0]].any(), f"seed {seed}: the depthwise still reads channel {dead[0]}"
+    r = B.build_backend(model, HOST, fit=False)
+    assert r.validation.bitexact, f"seed {seed}"

@@ -133,7 +133,7 @@ def int8_io(graph: Graph) -> Graph:
 
 def simplify(graph: Graph) -> Graph:
     """All bit-preserving rewrites, in order (int8_io changes the I/O types only)."""
-    return fuse_pad_into_conv(drop_identity_quantize(drop_noop_reshapes(int8_io(graph))))
+    return fold_dead_channels(fuse_pad_into_conv(drop_identity_quantize(drop_noop_reshapes(int8_io(graph)))))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,8 +280,8 @@ class DeadChannels:
     sees every tap of that channel: a FULLY_CONNECTED, or a CONV_2D / DEPTHWISE_CONV_2D without
     padding (VALID, or 1x1 kernels). Elsewhere border taps are skipped and the contribution varies,
     and after any requantizing op (ADD, MEAN, pooling) the constant would pass through another
-    rounding. `exact_fold_consumers` lists the consumers where it would be exact; we report it and
-    do not rewrite (removing a channel changes the tensor's layout for every reader).
+    rounding. `exact_fold_consumers` lists the consumers where it is exact; fold_dead_channels folds
+    it there (the channel stays in the tensor: removing it would change the layout for every reader).
     """
 
     op_index: int
@@ -336,6 +336,52 @@ def find_dead_channels(graph: Graph) -> dict[int, DeadChannels]:
         folds = tuple(graph.ops[i].index for i in consumers.get(out.id, []) if _fold_exact(graph, graph.ops[i]))
         found[op.index] = DeadChannels(op.index, tuple(int(c) for c in dead), tuple(int(v) for v in values), folds)
     return found
+
+
+def fold_dead_channels(graph: Graph) -> Graph:
+    """Folds each dead channel's constant into the consumers where that is exact (DeadChannels'
+    exact_fold_consumers): their bias absorbs sum(w[o, taps, c]) * (value - input zero point), in the
+    int32 accumulator's own units, and their weights on that input channel become zero, so the
+    consumer no longer reads the channel (its sparse format skips those weights). The producer still
+    writes the constant (other readers may need it). Every output bit stays the same; a fold that
+    would overflow the int32 bias is skipped. New weight and bias tensors are appended (constants may
+    be shared)."""
+    tensors, ops = list(graph.tensors), list(graph.ops)
+    position = {op.index: i for i, op in enumerate(ops)}
+    for producer, dead in find_dead_channels(graph).items():
+        out = graph.tensors[graph.op(producer).outputs[0]]
+        channels = out.shape[-1]
+        for index in dead.exact_fold_consumers:
+            q = ops[position[index]]
+            if len(q.inputs) < 3 or q.inputs[2] < 0:
+                continue  # no bias to fold into
+            x, w, b = (tensors[t] for t in q.inputs[:3])
+            if graph.buffer_of(q.inputs[0]) != graph.buffer_of(out.id) or x.size != out.size:
+                continue
+            weights, bias = w.data.astype(np.int64), b.data.astype(np.int64).reshape(-1)
+            zp = int(x.zero_point[0])
+            for c, value in zip(dead.channels, dead.values):
+                if q.kind == "FULLY_CONNECTED":
+                    cols = np.arange(c, weights.shape[1], channels)  # NHWC flattened: channel c every C features
+                    bias = bias + weights[:, cols].sum(axis=1) * (value - zp)
+                    weights[:, cols] = 0
+                elif q.kind == "CONV_2D":
+                    bias = bias + weights[..., c].sum(axis=(1, 2)) * (value - zp)
+                    weights[..., c] = 0
+                else:  # DEPTHWISE_CONV_2D: output channels c*M .. c*M+M-1 read input channel c
+                    m = weights.shape[-1] // channels
+                    sl = slice(c * m, (c + 1) * m)
+                    bias[sl] = bias[sl] + weights[..., sl].sum(axis=(0, 1, 2)) * (value - zp)
+                    weights[..., sl] = 0
+            if np.any(bias < INT32_MIN) or np.any(bias > INT32_MAX):
+                continue
+            new_w = dataclasses.replace(w, id=len(tensors), data=weights.astype(w.data.dtype))
+            tensors.append(new_w)
+            new_b = dataclasses.replace(b, id=len(tensors), data=bias.astype(np.int32).reshape(b.data.shape))
+            tensors.append(new_b)
+            ops[position[index]] = Op(q.index, q.kind, q.version, [q.inputs[0], new_w.id, new_b.id, *q.inputs[3:]],
+                                      list(q.outputs), q.options)
+    return Graph(tensors, ops, list(graph.inputs), list(graph.outputs), dict(graph.aliases))
 
 
 def _fold_exact(graph: Graph, consumer: Op) -> bool:
