@@ -45,6 +45,10 @@ demo: setup $(QEMU_PLUGIN)
 	$(VENV)/bin/edgeprune flash $(DEMO_DIR)/build
 	$(VENV)/bin/edgeprune run $(DEMO_DIR)/build --data digits
 	$(VENV)/bin/edgeprune bench $(DEMO_DIR)/build
+	$(VENV)/bin/edgeprune shifted-digits --shift severe --out $(DEMO_DIR)/shift
+	$(VENV)/bin/edgeprune adapt $(DEMO_DIR)/build --data $(DEMO_DIR)/shift/severe_adapt.npz \
+	  --eval-data $(DEMO_DIR)/shift/severe_eval.npz --budget-ram 10% --selector neq-explore --neq-history int8 \
+	  --epochs 10 --seed 0 --device qemu
 
 test: setup $(QEMU_PLUGIN)
 	$(PY) -m pytest -q
@@ -61,6 +65,13 @@ bench-kernels: setup $(QEMU_PLUGIN)
 .PHONY: bench-models
 bench-models: setup
 	$(PY) bench/models/run.py $(BENCH_ARGS)
+
+# Budgeted on-device adaptation (issue 6 item 5): every selector at 5-40% of full's training RAM on
+# two shifts of the digits held-out split, 20 seeds (bench/README.md); cached under build/bench-adapt/,
+# e.g. make bench-adapt BENCH_ARGS="--quick".
+.PHONY: bench-adapt
+bench-adapt: setup
+	$(PY) bench/adapt/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build .pytest_cache

@@ -13,6 +13,9 @@
 #include "markers.h"
 #include "model.h"
 #include "protocol.h"
+#ifdef EP_WITH_STORE
+#include "param_store.h" /* adapted parameters in flash (issue 6) */
+#endif
 
 /* Every tensor crosses the wire in one frame. */
 #if EP_MODEL_INPUT_SIZE > EP_PROTO_MAX_PAYLOAD || EP_MODEL_OUTPUT_SIZE + 4 > EP_PROTO_MAX_PAYLOAD
@@ -68,6 +71,15 @@ static uint32_t stack_peak_bytes(void)
     }
     return (uint32_t)(stack_top - p);
 }
+
+#ifdef EP_WITH_ADAPT
+void ep_adapt_register(void); /* firmware/adapt.c: on-device adaptation (issue 6) */
+uint32_t ep_device_stack_peak(void); /* for adapt.c's epoch reports */
+uint32_t ep_device_stack_peak(void)
+{
+    return stack_peak_bytes();
+}
+#endif
 
 /* ---- per-layer hooks of model.c: active only while `bench` runs. */
 static int bench_active;
@@ -242,6 +254,13 @@ int main(void)
     ep_protocol_register(EP_KIND_INFER, cmd_infer);
     ep_protocol_register(EP_KIND_BENCH, cmd_bench);
     ep_protocol_register(EP_KIND_EXIT, cmd_exit);
+#ifdef EP_WITH_STORE
+    ep_store_init(); /* picks the newest valid slot before anything asks for it */
+    ep_store_register_commands();
+#endif
+#ifdef EP_WITH_ADAPT
+    ep_adapt_register(); /* after the store: it boots the adapted parameters */
+#endif
     for (;;) {
         ep_protocol_serve_one();
         if (exit_requested) {

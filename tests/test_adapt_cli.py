@@ -82,8 +82,7 @@ def test_adapt_table(setup):
     (("--budget-ram", "6 parsecs"), "--budget-ram '6 parsecs' is not a budget"),
     (("--budget-macs", "12x"), "--budget-macs '12x' is not a budget"),
     (("--budget-ram", "16"), "too small for even one neuron: the smallest workable budget is"),
-    (("--device", "qemu"), "--device qemu: not yet: needs the firmware's adaptation mode"),
-    (("--rollback",), "--rollback: not yet: needs the firmware's adaptation mode"),
+    (("--rollback",), "--rollback returns a device to its factory weights; the simulation keeps none: use --device qemu"),
     (("--device", "phone"), "unknown --device phone"),
 ])
 def test_adapt_bad_options(setup, flags, message):

@@ -463,6 +463,17 @@ def make_example(name: str, out: str | Path, epochs: int = 20, seed: int = 0, qu
     return {"example": name, "path": str(out), "bytes": size, "params": params, "test_accuracy": accuracy, "input_shape": [1, 1, 8, 8]}
 
 
+def write_shifted_digits(shift: str, out: str | Path) -> dict:
+    """The digits held-out split under a shift (adapt/shifts.py), halved into <shift>_adapt.npz and <shift>_eval.npz."""
+    from edgeprune.adapt.shifts import SHIFTS, write_npz
+
+    if shift not in SHIFTS:
+        raise UsageError(f"unknown shift '{shift}'; choose one of {', '.join(SHIFTS)}")
+    pa, pe = write_npz(shift, out)
+    with np.load(pa) as a, np.load(pe) as e:
+        return {"adapt": str(pa), "eval": str(pe), "adapt_samples": len(a["y"]), "eval_samples": len(e["y"])}
+
+
 # ---- devices: edgeprune flash / run / bench (the work is in edgeprune.device.runner) ----
 
 def flash(dir: str | Path, device: str = "qemu") -> dict:

@@ -75,6 +75,19 @@ def example(name, out, epochs, seed, as_json):
         )
 
 
+@main.command(name="shifted-digits")
+@click.option("--shift", type=click.Choice(["severe", "mild"]), default="severe", show_default=True,
+              help="severe: rotation 20-30 degrees plus stroke thickening; mild: Gaussian blur.")
+@click.option("--out", type=click.Path(file_okay=False), default=".", show_default=True, help="Folder for the two .npz files.")
+def shifted_digits(shift, out):
+    """Write a shifted stream of the digits held-out split for `edgeprune adapt`: <shift>_adapt.npz and
+    a disjoint <shift>_eval.npz (deterministic; never the training data)."""
+    from edgeprune.api import write_shifted_digits
+
+    r = write_shifted_digits(shift, out)
+    click.echo(f"wrote {r['adapt']} ({r['adapt_samples']} samples to adapt on) and {r['eval']} ({r['eval_samples']} to evaluate on)")
+
+
 @main.command(name="compile")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--target", default="cortex-m7", show_default=True, help="Target profile (see `edgeprune targets`).")
@@ -349,17 +362,18 @@ def bench(dir, device, target, plot, no_plot, input_path, as_json):
 
 @main.command()
 @click.argument("dir", type=click.Path(file_okay=False))
-@click.option("--data", required=True, type=click.Path(dir_okay=False), help=".npz with x (N,C,H,W or N,H,W,C float) and y (N,) labels to adapt on.")
+@click.option("--data", type=click.Path(dir_okay=False), help=".npz with x (N,C,H,W or N,H,W,C float) and y (N,) labels to adapt on.")
 @click.option("--eval-data", type=click.Path(dir_okay=False), help=".npz to measure accuracy on (default: the probe set).")
 @click.option("--budget-ram", default="20%", show_default=True,
               help="Training RAM: bytes (6144, 6KiB = 6*1024, 6kB = 6*1000) or a share of what full training needs (20%).")
 @click.option("--budget-macs", default=None, help="Backward MACs per training sample: 400000, 400k, 1.5M or 20% (of full's).")
-@click.option("--selector", type=click.Choice(["neq", "su", "random", "full", "cheapest", "neq-shuffled"]), default="neq", show_default=True)
+@click.option("--selector", type=click.Choice(["neq", "su", "random", "full", "cheapest", "neq-shuffled", "neq-norm", "neq-explore"]),
+              default="neq", show_default=True, help="neq-norm and neq-explore: the alternative scores of bench/adapt (adapt/scores.py).")
 @click.option("--init", type=click.Choice(["su", "random", "full-last-layer"]), default="su", show_default=True,
               help="Selection of the first two epochs of neq, neq-shuffled and cheapest (before velocities exist).")
 @click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="sim", show_default=True, help="sim (PyTorch on the host, what the device would do); qemu: not yet.")
+@click.option("--device", default="sim", show_default=True, help="sim (PyTorch on the host, what the device would do) or qemu (the Cortex-M7 firmware's adaptation mode).")
 @click.option("--rollback", is_flag=True, help="Return the device to the factory weights (needs a device).")
 @click.option("--lr", type=float, default=0.1, show_default=True, help="SGD learning rate (mean loss over the batch).")
 @click.option("--momentum", type=float, default=0.0, show_default=True, help="SGD momentum (its buffers count against the budget).")
@@ -375,9 +389,13 @@ def adapt(dir, data, eval_data, budget_ram, budget_macs, selector, init, epochs,
     from edgeprune.api import adapt as adapt_api
 
     if rollback:
+        adapt_api(dir, None, device=device, rollback=True)
+        _console().print(f"{dir}: the device on {device} is back to its factory weights (adapted slots erased)")
+        return
+    if data is None:
         from edgeprune.errors import UsageError
 
-        raise UsageError("--rollback: not yet: needs the firmware's adaptation mode")
+        raise UsageError("adapt needs --data (an .npz with x and y to adapt on), or --rollback")
     r = adapt_api(dir, data, eval_data=eval_data, budget_ram=budget_ram, budget_macs=budget_macs, selector=selector,
                   epochs=epochs, seed=seed, device=device, init=init, lr=lr, momentum=momentum, batch_size=batch_size,
                   probe_per_class=probe_per_class, history=neq_history, probe_in_ram=probe_in_ram)
@@ -390,15 +408,22 @@ def adapt(dir, data, eval_data, budget_ram, budget_macs, selector, init, epochs,
     macs = "no MAC budget" if r["budget_macs"] is None else f"{r['budget_macs']:,} MACs/sample"
     table = Table(title=f"{selector} on {r['device']}, budget {r['budget_ram']:,} B ({r['budget_ram'] / r['full_ram']:.0%} of full's "
                         f"{r['full_ram']:,} B), {macs}, seed {seed}")
-    for col in ("epoch", "accuracy", "loss", *layers, "RAM B", "MACs/sample"):
+    measured = any(e.get("peak_ram_measured") is not None for e in r["epochs"])
+    for col in ("epoch", "accuracy", "loss", *layers, "RAM B", *(("measured B",) if measured else ()), "MACs/sample"):
         table.add_column(col, justify="right")
     for e in r["epochs"]:
+        peak = (f"{e['peak_ram_measured']:,}",) if measured else ()
         table.add_row(str(e["epoch"]) + (" (init)" if e.get("warmup") else ""), f"{e['accuracy']:.1%}", f"{e['loss']:.3f}",
-                      *[str(e["selected"][n]) for n in layers], f"{e['ram_used']:,}", f"{e['macs_used']:,}")
+                      *[str(e["selected"][n]) for n in layers], f"{e['ram_used']:,}", *peak, f"{e['macs_used']:,}")
     console = _console()
     console.print(table)
     console.print(f"accuracy on the {r['evaluated_on']} ({r['eval_samples']} samples): {r['accuracy_before']:.1%} before "
                   f"(deployed int8) -> {r['accuracy_after']:.1%} after; frozen: {', '.join(r['frozen_layers'])}")
+    if measured:
+        peak = max(e["peak_ram_measured"] for e in r["epochs"])
+        stack = max(e.get("stack_peak_measured") or 0 for e in r["epochs"])
+        console.print(f"training RAM measured on the device: peak {peak:,} B of the {r['budget_ram']:,} B budget "
+                      f"(stack peak {stack:,} B)" + ("; adapted parameters saved to flash" if r.get("saved_to_flash") else ""))
 
 
 if __name__ == "__main__":

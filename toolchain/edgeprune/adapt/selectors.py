@@ -27,11 +27,12 @@ from __future__ import annotations
 import numpy as np
 
 from edgeprune.adapt.budget import CostModel, Greedy, Selection, too_small_message
+from edgeprune.adapt.scores import SCORES  # alternative scores (scores.py)
 from edgeprune.errors import UsageError
 
-SELECTORS = ("neq", "su", "random", "full", "cheapest", "neq-shuffled")
+SELECTORS = ("neq", "su", "random", "full", "cheapest", "neq-shuffled") + tuple(SCORES)
 INITS = ("su", "random", "full-last-layer")
-USES_NEQ = ("neq", "neq-shuffled")
+USES_NEQ = ("neq", "neq-shuffled") + tuple(SCORES)
 SU_FRACTIONS = (1.0, 0.5, 0.25, 0.125)
 _RANDOM, _SHUFFLE = 1, 2  # purposes in the seeds
 
@@ -80,7 +81,7 @@ class Selector:
             nu = np.abs(np.asarray(velocities, np.float64))[self.offset:]
             if name == "neq-shuffled":
                 nu = nu[np.random.default_rng([self.seed, epoch, _SHUFFLE]).permutation(len(nu))]
-            sel = self.greedy.run(self._order(-(nu / self.cost)))
+            sel = self.greedy.run(self._order(-(SCORES[name](self, nu) if name in SCORES else nu / self.cost)))
         if sel.is_empty():
             raise UsageError(too_small_message(self.cm, self.budget_ram, self.budget_macs, bias_only=(name == "su"))
                              or f"no neuron fits both budgets at once ({self.budget_ram:,} B, {self.budget_macs:,} MACs); raise --budget-ram or --budget-macs")

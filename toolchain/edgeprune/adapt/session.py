@@ -95,9 +95,12 @@ def adapt(opts: AdaptOptions, log=lambda msg: None, on_epoch=None) -> dict:
     """Run an adaptation session; returns the `adapt --json` dict. on_epoch(record) is called after each epoch."""
     if opts.device not in DEVICES:
         raise UsageError(f"unknown --device {opts.device}; choose one of {', '.join(DEVICES)}")
-    if opts.device != "sim" or opts.rollback:
-        what = "--rollback" if opts.rollback else f"--device {opts.device}"
-        raise UsageError(f"{what}: not yet: needs the firmware's adaptation mode (use --device sim)")
+    if opts.rollback and opts.device == "sim":
+        raise UsageError("--rollback returns a device to its factory weights; the simulation keeps none: use --device qemu")
+    if opts.device == "qemu":  # the firmware's adaptation mode (adapt/device.py): same algorithm, on the device
+        from edgeprune.adapt.device import run_qemu
+
+        return run_qemu(opts, on_epoch=on_epoch, log=log)
     if opts.epochs < 1 or opts.batch_size < 1 or opts.probe_per_class < 1:
         raise UsageError("--epochs, --batch-size and --probe-per-class must be at least 1")
     if not opts.lr > 0 or not 0 <= opts.momentum < 1 or opts.weight_decay < 0:

@@ -10,9 +10,12 @@ adaptation set and the evaluation set.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
+
+from edgeprune.fileio import write_bytes_atomic
 
 SHIFTS = ("severe", "mild")
 SHIFT_SEED = 1234
@@ -55,6 +58,8 @@ def write_npz(shift: str, out_dir: str | Path, seed: int = SHIFT_SEED) -> tuple[
     out_dir.mkdir(parents=True, exist_ok=True)
     (xa, ya), (xe, ye) = adaptation_and_eval(shift, seed)
     pa, pe = out_dir / f"{shift}_adapt.npz", out_dir / f"{shift}_eval.npz"
-    np.savez(pa, x=xa, y=ya)
-    np.savez(pe, x=xe, y=ye)
+    for path, x, y in ((pa, xa, ya), (pe, xe, ye)):
+        buf = io.BytesIO()
+        np.savez(buf, x=x, y=y)
+        write_bytes_atomic(path, buf.getvalue())  # never a half-written .npz
     return pa, pe

@@ -19,7 +19,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from edgeprune.device.build import (
@@ -128,13 +128,16 @@ def _payload_define(model_h: Path) -> tuple[str, ...]:
 
 
 def build_firmware(model_dir: Path, target: str, out_dir: Path | None = None, board: str | None = None,
-                   backend: str | None = None, layer_hooks: bool = True) -> FirmwareBuild:
+                   backend: str | None = None, layer_hooks: bool = True, adaptation: bool = False) -> FirmwareBuild:
     """Build model_dir's model.c into the firmware for `target` on `board`; outputs go to out_dir
     (default: model_dir), written under temporary names and renamed, with firmware.json.
 
     layer_hooks: model.c is compiled with -DEP_MODEL_LAYER_HOOKS so `bench` can count per layer;
     outside `bench` the hooks cost ~5 instructions per call (2 per layer) inside `infer`'s count.
-    False leaves them out: `infer` counts exactly the model, `bench` has no per-layer counts."""
+    False leaves them out: `infer` counts exactly the model, `bench` has no per-layer counts.
+
+    adaptation: also build the parameter store (device/param_store.py: -DEP_WITH_STORE, the A/B
+    flash slots reserved at the end of the board's flash, the store_* commands)."""
     model_dir = Path(model_dir)
     out_dir = Path(out_dir) if out_dir is not None else model_dir
     if target not in DEFAULT_BOARDS:
@@ -150,15 +153,31 @@ def build_firmware(model_dir: Path, target: str, out_dir: Path | None = None, bo
     flags = " ".join((*t.arch_flags, "-O2", *SECTION_FLAGS))  # for `info` (the warning flags say nothing)
     defines = (*backend_defines, *b.defines, f"EP_BOARD_NAME={_c_string(b.name)}", f"EP_BUILD_FLAGS={_c_string(flags)}",
                *_payload_define(model_dir / "model.h"))
+    store_sources, store_link = (), ()
+    if adaptation:
+        from edgeprune.device.param_store import store_build
+
+        store_sources, store_defines, store_link, reserved = store_build(b.name)
+        defines = (*defines, *store_defines)
+        if b.flash_bytes:  # overflow messages count only the flash code may use
+            b = replace(b, flash_bytes=b.flash_bytes - reserved)
+        from edgeprune.adapt.region_c import adapt_defines
+
+        defines = (*defines, *adapt_defines(model_dir))  # firmware/adapt.c when the model has a trainable region
 
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".firmware-", dir=out_dir))
     try:
-        sources = [FIRMWARE / "device_main.c", FIRMWARE / "protocol.c", *(FIRMWARE / s for s in b.transport)]
+        sources = [FIRMWARE / "device_main.c", FIRMWARE / "protocol.c", *(FIRMWARE / s for s in b.transport),
+                   *(FIRMWARE / s for s in store_sources)]
         objs = compile_objects(t, sources, work / "obj", defines, include_dirs=(model_dir,), extra_flags=SECTION_FLAGS)
         hooks = ("EP_MODEL_LAYER_HOOKS",) if layer_hooks else ()
         objs += compile_objects(t, [model_dir / "model.c"], work / "obj", (*backend_defines, *hooks),
                                 include_dirs=(model_dir,), extra_flags=SECTION_FLAGS)
+        if adaptation:  # the trainable region's tables and int8 prefix, generated next to the firmware
+            from edgeprune.adapt.region_c import adapt_objects
+
+            objs += adapt_objects(t, model_dir, out_dir, work / "obj", defines, backend_defines, SECTION_FLAGS, target)
         lib = kernel_library(t, backend_defines, extra_flags=SECTION_FLAGS)
         if t.bare_metal:
             # The start-up's copy loops must stay loops (see startup_device.c).
@@ -166,7 +185,7 @@ def build_firmware(model_dir: Path, target: str, out_dir: Path | None = None, bo
                                     extra_flags=("-ffreestanding", "-fno-builtin"))
             program = work / "firmware.elf"
             link = ["-nostartfiles", "--specs=nano.specs", f"-L{FIRMWARE / 'boards'}", "-T", b.linker_script,
-                    "-Wl,--gc-sections", "-Wl,--defsym=__heap_size__=0"]
+                    "-Wl,--gc-sections", "-Wl,--defsym=__heap_size__=0", *store_link]
         else:
             program = work / "runner"
             link = ["-static", "-Wl,--gc-sections"]

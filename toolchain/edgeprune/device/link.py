@@ -213,7 +213,11 @@ class QemuLink(_ProcessLink):
     `-icount shift=0` (deterministic timers), optionally the instruction-counting plugin."""
 
     def __init__(self, elf: str | Path, machine: str, count_instructions: bool = False,
-                 count_between: tuple[str, str] | None = None, start_timeout: float = START_TIMEOUT_S):
+                 count_between: tuple[str, str] | None = None, start_timeout: float = START_TIMEOUT_S,
+                 store: str | Path | None = None, flash_gate: str | Path | None = None):
+        """store: the host file backing the parameter store's flash (created if missing; firmware
+        built with adaptation=True, device/param_store.py). flash_gate (power-cut tests): a FIFO the
+        firmware reads one byte from before each flash erase/program chunk (firmware/flash_qemu.c)."""
         super().__init__()
         self.elf = Path(elf)
         self.machine = machine
@@ -225,9 +229,18 @@ class QemuLink(_ProcessLink):
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         server.bind(str(sock_path))
         server.listen(1)
+        semihosting = "enable=on,target=native"
+        if store is not None or flash_gate is not None:  # semihosting arguments firmware/flash_qemu.c reads
+            semihosting += ",arg=firmware"
+            if flash_gate is not None:
+                semihosting += ",arg=ep_gate=" + str(Path(flash_gate).resolve()).replace(",", ",,")
+            if store is not None:  # last: the firmware takes the path to the end of the line
+                self.store = Path(store).resolve()
+                self.store.touch(exist_ok=True)  # the firmware pads it to the region with erased bytes
+                semihosting += ",arg=ep_store=" + str(self.store).replace(",", ",,")
         cmd = [qemu, "-M", machine, "-display", "none", "-monitor", "none",
                "-chardev", f"socket,id=uart0,path={sock_path}", "-serial", "chardev:uart0",
-               "-semihosting-config", "enable=on,target=native", "-icount", "shift=0", "-kernel", str(self.elf)]
+               "-semihosting-config", semihosting, "-icount", "shift=0", "-kernel", str(self.elf)]
         if count_instructions or count_between:
             self._counts = self._tmp / "counts.txt"
             cmd[1:1] = _plugin_args(self.elf, count_between or DEFAULT_MARKERS, self._counts)
@@ -277,7 +290,9 @@ class Arm64Link(_ProcessLink):
     """The arm64 runner under qemu-aarch64, the protocol on its stdin/stdout."""
 
     def __init__(self, runner: str | Path, count_instructions: bool = False,
-                 count_between: tuple[str, str] | None = None, cpu: str = "max"):
+                 count_between: tuple[str, str] | None = None, cpu: str = "max", store: str | Path | None = None):
+        """store: the file backing the parameter store's slots (runner built with adaptation=True;
+        firmware/flash_posix.c reads its path from EP_STORE_FILE)."""
         super().__init__()
         self.runner = Path(runner)
         self.name = "qemu-aarch64 runner"
@@ -287,8 +302,12 @@ class Arm64Link(_ProcessLink):
         if count_instructions or count_between:
             self._counts = self._tmp / "counts.txt"
             cmd += _plugin_args(self.runner, count_between or DEFAULT_MARKERS, self._counts)
+        env = None
+        if store is not None:
+            self.store = Path(store).resolve()
+            env = {**os.environ, "EP_STORE_FILE": str(self.store)}
         self._proc = subprocess.Popen([*cmd, str(self.runner)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=self._log, bufsize=0)
+                                      stderr=self._log, bufsize=0, env=env)
 
     def _write(self, data: bytes) -> None:
         try:
@@ -321,10 +340,20 @@ def _elf_machine(path: Path) -> str:
         return ELFFile(f).header["e_machine"]
 
 
+def _has_store(path: Path) -> bool:
+    from elftools.elf.elffile import ELFFile
+
+    with open(path, "rb") as f:
+        symtab = ELFFile(f).get_section_by_name(".symtab")
+        return symtab is not None and bool(symtab.get_symbol_by_name("ep_store_init"))
+
+
 def open_link(build_dir_or_elf: str | Path, device: str = "qemu", count_instructions: bool = False,
-              count_between: tuple[str, str] | None = None) -> Link:
+              count_between: tuple[str, str] | None = None, store: str | Path | bool | None = None) -> Link:
     """A started Link to the program build_firmware wrote (a folder with firmware.json, or the
-    firmware.elf / runner itself). device: "qemu" (emulators), "pyocd" or "pyocd:<uid>" (a board)."""
+    firmware.elf / runner itself). device: "qemu" (emulators), "pyocd" or "pyocd:<uid>" (a board).
+    store (emulators; firmware built with the parameter store): the host file backing its flash
+    slots; default <folder>/param_store.bin, so the state survives across runs; False: none (volatile)."""
     from edgeprune.device.firmware import BOARDS, DEFAULT_BOARDS, read_manifest
 
     path = Path(build_dir_or_elf)
@@ -346,8 +375,13 @@ def open_link(build_dir_or_elf: str | Path, device: str = "qemu", count_instruct
         return PyocdLink(program, uid=uid or None)
     if kind != "qemu":
         raise EdgepruneError(f"unknown device '{device}'; use qemu, pyocd or pyocd:<uid>")
+    if store is None and _has_store(program):
+        from edgeprune.device.param_store import default_store_path
+
+        store = default_store_path(folder)
     if _elf_machine(program) == "EM_AARCH64":
-        return Arm64Link(program, count_instructions=count_instructions, count_between=count_between)
+        return Arm64Link(program, count_instructions=count_instructions, count_between=count_between,
+                         store=store or None)
     board = manifest.get("board") if manifest.get("elf") == program.name else None
     if board is None:
         target = None
@@ -362,4 +396,5 @@ def open_link(build_dir_or_elf: str | Path, device: str = "qemu", count_instruct
     if machine is None:
         raise EdgepruneError(f"{program.name} is built for board '{board}', which QEMU cannot run; "
                              f"use --device pyocd, or rebuild for a qemu-* board")
-    return QemuLink(program, machine, count_instructions=count_instructions, count_between=count_between)
+    return QemuLink(program, machine, count_instructions=count_instructions, count_between=count_between,
+                    store=store or None)

@@ -1,0 +1,275 @@
+"""On-device adaptation (issue 6 items 2 and 4): the firmware's adaptation mode on the emulated Cortex-M7
+against `--device sim`.
+
+The digits CNN deployed at 80% sparsity adapts to the severe shift (adapt/shifts.py) with the same data
+order and seed on both: every epoch the device selects the same neurons (it runs the greedy selection and
+the NEq velocities itself), its measured training RAM (the high-water mark of its static training pool)
+stays within the budget, and the accuracies end within a point of each other. After adaptation `infer`
+runs the adapted model. A budget too small for one neuron is refused with the sim's message on the host
+and by the device itself.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from edgeprune.compile import tflite_writer as W
+from edgeprune.errors import UsageError
+
+ADAPT_SAMPLES, EVAL_SAMPLES = 96, 100
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """(model folder, adaptation firmware folder, adaptation .npz, evaluation .npz)."""
+    from edgeprune.adapt.device import build_adapt_firmware
+    from edgeprune.adapt.shifts import adaptation_and_eval
+    from edgeprune.api import CompileOptions, compile_model
+    from edgeprune.examples import save_torchscript, train_digits_cnn
+
+    d = tmp_path_factory.mktemp("adapt_device")
+    module, _ = train_digits_cnn(epochs=12, seed=0, quiet=True)
+    save_torchscript(module, d / "model.pt")
+    compile_model(CompileOptions(model=d / "model.pt", out=d / "m7", data="digits", target="cortex-m7", sparsity=0.8,
+                                 finetune_epochs=1, quiet=True))
+    (xa, ya), (xe, ye) = adaptation_and_eval("severe")
+    np.savez(d / "adapt.npz", x=xa[:ADAPT_SAMPLES], y=ya[:ADAPT_SAMPLES])
+    np.savez(d / "eval.npz", x=xe[:EVAL_SAMPLES], y=ye[:EVAL_SAMPLES])
+    return d / "m7", build_adapt_firmware(d / "m7"), d / "adapt.npz", d / "eval.npz"
+
+
+def _options(setup, **kw):
+    from edgeprune.adapt.session import AdaptOptions
+
+    model, _, adapt_npz, eval_npz = setup
+    return AdaptOptions(dir=model, data=adapt_npz, eval_data=eval_npz, **kw)
+
+
+def _both(setup, monkeypatch, **kw):
+    from edgeprune.adapt import selectors
+    from edgeprune.adapt.device import run_on_device
+    from edgeprune.adapt.session import adapt
+
+    # The sim's record gives counts per layer; record its neurons themselves too.
+    chosen = []
+    select = selectors.Selector.select
+
+    def recording(self, epoch, velocities=None):
+        sel = select(self, epoch, velocities)
+        chosen.append(sel.as_lists())
+        return sel
+
+    monkeypatch.setattr(selectors.Selector, "select", recording)
+    sim = adapt(_options(setup, device="sim", **kw))
+    monkeypatch.undo()
+    for record, sel in zip(sim["epochs"], chosen, strict=True):
+        record.setdefault("selection", sel)
+    dev = run_on_device(_options(setup, device="qemu", **kw), firmware=setup[1])
+    return sim, dev
+
+
+def _check_parity(sim, dev, case):
+    assert dev["budget_ram"] == sim["budget_ram"] and dev["full_ram"] == sim["full_ram"], case
+    assert dev["accuracy_before"] == sim["accuracy_before"], case  # the deployed int8 model, on the device
+    assert abs(dev["accuracy_before_float"] - sim["accuracy_before_float"]) <= 0.01, case
+    for s, d in zip(sim["epochs"], dev["epochs"], strict=True):
+        where = f"{case}, epoch {s['epoch']}"
+        assert d["selected"] == s["selected"], where
+        assert d["selection"]["weights"] == s["selection"]["weights"], where  # the same neurons
+        trained = [sorted(set(w) | set(b)) for w, b in zip(s["selection"]["weights"], s["selection"]["biases"])]
+        assert d["selection"]["biases"] == trained, where  # the device lists every neuron whose bias trains
+        assert (d["ram_used"], d["macs_used"]) == (s["ram_used"], s["macs_used"]), where
+        # Measured on the device: the highest word of its painted training pool written, never above the budget.
+        budget = dev["budget_ram"] if dev["budget_ram"] is not None else dev["full_ram"]  # full: no budget
+        assert d["peak_ram_measured"] is not None and d["peak_ram_measured"] <= budget, where
+        assert d["pool_allocated"] == d["ram_used"] == d["peak_ram_measured"], where  # allocated = counted = touched
+        assert abs(d["loss"] - s["loss"]) <= 1e-3 * max(1.0, s["loss"]), where
+        assert d["at_equilibrium"] == s["at_equilibrium"], where
+    assert abs(dev["accuracy_after"] - sim["accuracy_after"]) <= 0.01, case
+
+
+def test_parity_neq(setup, monkeypatch):
+    """neq at 40% of full's RAM, 4 epochs: the su warm-up, then the device's own velocities choose
+    neurons of two layers."""
+    sim, dev = _both(setup, monkeypatch, selector="neq", budget_ram="40%", epochs=4, seed=0)
+    _check_parity(sim, dev, "neq 40%")
+    assert [r["warmup"] for r in sim["epochs"]] == [True, True, False, False]
+    # `infer` now runs the adapted region (its logits quantized like the deployed output).
+    assert abs(dev["infer_accuracy_after"] - dev["accuracy_after"]) <= 0.03
+    assert dev["accuracy_after"] > dev["accuracy_before"]
+
+    # Saved to the parameter store: a rebooted device runs the adapted model; adapt_reset (--rollback)
+    # brings back the factory int8 model.
+    from edgeprune.adapt import region as R
+    from edgeprune.adapt.device import ADAPT_RESET
+    from edgeprune.device.link import open_link
+
+    assert dev["saved_to_flash"] is True
+    model, firmware, _, eval_npz = setup
+    with np.load(eval_npz) as f:
+        x, y = f["x"], f["y"]
+    inputs = R.model_inputs(R.load_region(model), x)
+
+    def infer_accuracy(link):
+        pred = np.array([np.frombuffer(link.infer(s.tobytes())[0], np.int8)[:10].argmax() for s in inputs])
+        return float(np.mean(pred == y))
+
+    with open_link(firmware) as link:
+        assert infer_accuracy(link) == dev["infer_accuracy_after"]
+        link.request(ADAPT_RESET)
+        assert infer_accuracy(link) == dev["accuracy_before"]
+        link.request(0x0F)
+
+
+@pytest.mark.parametrize("case", [
+    # random: numpy's permutation, the device's greedy; with momentum and a MAC budget
+    dict(selector="random", budget_ram="20%", budget_macs="30%", momentum=0.9, epochs=2, seed=3),
+    # scores.py's neq-explore after a random warm-up
+    dict(selector="neq-explore", init="random", budget_ram="30%", epochs=3, seed=2),
+], ids=["random-momentum-macs", "neq-explore-random-init"])
+def test_parity_other_selectors(setup, monkeypatch, case):
+    sim, dev = _both(setup, monkeypatch, **case)
+    _check_parity(sim, dev, str(case))
+
+
+def test_budget_too_small_is_refused(setup):
+    from edgeprune.adapt import region as R
+    from edgeprune.adapt.budget import CostModel
+    from edgeprune.adapt.device import ADAPT_BEGIN, begin_payload, run_on_device
+    from edgeprune.adapt.selectors import Selector
+    from edgeprune.adapt.session import adapt
+    from edgeprune.device.link import open_link
+    from edgeprune.device.protocol import DeviceError
+
+    with pytest.raises(UsageError) as sim_err:
+        adapt(_options(setup, device="sim", selector="neq", budget_ram=64, epochs=1))
+    with pytest.raises(UsageError) as dev_err:
+        run_on_device(_options(setup, device="qemu", selector="neq", budget_ram=64, epochs=1), firmware=setup[1])
+    assert str(dev_err.value) == str(sim_err.value)
+    assert "smallest workable budget is" in str(dev_err.value)
+
+    # The device refuses on its own too (the host's check bypassed), naming the smallest budget.
+    opts = _options(setup, device="qemu", selector="cheapest", budget_ram="30%", epochs=1)
+    cm = CostModel(R.load_region(opts.dir))
+    selector = Selector("cheapest", cm, 10_000, None)
+    good = bytearray(begin_payload(cm, selector, opts, 10_000, None, 0))
+    smallest = min(cm.cost(_single(cm, i, c)).ram for i, c in cm.neurons())
+    with open_link(setup[1]) as link:
+        for budget, message in ((64, f"the smallest workable budget is {smallest} B"),
+                                (10**7, "exceeds this firmware's training pool")):
+            bad = bytearray(good)
+            bad[8:12] = struct.pack("<I", budget)
+            with pytest.raises(DeviceError) as e:
+                link.request(ADAPT_BEGIN, bytes(bad))
+            assert e.value.code == 9 and message in e.value.text, (budget, e.value.text)
+        link.request(0x0F)
+
+
+def _plain_ops_model(seed=1) -> bytes:
+    """An int8 model with every plain op the device's region supports: input 8x8x1 -> conv 1x1 (3, RELU,
+    frozen) -> PAD 1 -> AVERAGE_POOL 2/2 -> conv 3x3 (4, RELU6) -> MAX_POOL 2/1 -> depthwise 3x3 SAME
+    (RELU) -> RESHAPE (1,16) -> fully connected 3 -> SOFTMAX."""
+    rng = np.random.default_rng(seed)
+    t, ops = [], []
+
+    def act(shape, scale=0.05, zp=-128):
+        t.append(W.TensorSpec(tuple(shape), np.int8, scale, zp))
+        return len(t) - 1
+
+    def const(data, dtype, scale=None, zp=None, axis=0):
+        t.append(W.TensorSpec(tuple(data.shape), dtype, scale, zp, axis, data=np.asarray(data).astype(dtype)))
+        return len(t) - 1
+
+    def weighted(kind, x, wshape, axis, out_shape, options, zp=-128):
+        w = rng.integers(-127, 128, size=wshape)
+        w[rng.random(wshape) < 0.5] = 0
+        ch = wshape[axis]
+        ws = rng.uniform(0.005, 0.02, ch).astype(np.float32)
+        wt = const(w, np.int8, ws, np.zeros(ch, np.int64), axis)
+        bt = const(rng.integers(-500, 500, ch), np.int32, (0.05 * ws).astype(np.float32), np.zeros(ch, np.int64))
+        out = act(out_shape, zp=zp)
+        ops.append(W.OpSpec(kind, [x, wt, bt], [out], options))
+        return out
+
+    x = inp = act((1, 8, 8, 1), scale=1 / 255.0)
+    x = weighted("CONV_2D", x, (3, 1, 1, 1), 0, (1, 8, 8, 3), W.conv2d_options(activation="RELU"))
+    p = act((1, 10, 10, 3))
+    ops.append(W.OpSpec("PAD", [x, const(np.array([[0, 0], [1, 1], [1, 1], [0, 0]]), np.int32)], [p], W.pad_options()))
+    x = p
+    p = act((1, 5, 5, 3))
+    ops.append(W.OpSpec("AVERAGE_POOL_2D", [x], [p], W.pool2d_options((2, 2), (2, 2))))
+    x = p
+    x = weighted("CONV_2D", x, (4, 3, 3, 3), 0, (1, 3, 3, 4), W.conv2d_options(activation="RELU6"))
+    p = act((1, 2, 2, 4))
+    ops.append(W.OpSpec("MAX_POOL_2D", [x], [p], W.pool2d_options((2, 2), (1, 1))))
+    x = p
+    x = weighted("DEPTHWISE_CONV_2D", x, (1, 3, 3, 4), 3, (1, 2, 2, 4), W.depthwise_options(padding="SAME", activation="RELU"))
+    p = act((1, 16))
+    ops.append(W.OpSpec("RESHAPE", [x, const(np.array([1, 16]), np.int32)], [p], W.reshape_options([1, 16])))
+    x = p
+    x = weighted("FULLY_CONNECTED", x, (3, 16), 0, (1, 3), W.fully_connected_options("NONE"), zp=0)
+    p = act((1, 3), scale=1 / 256.0, zp=-128)
+    ops.append(W.OpSpec("SOFTMAX", [x], [p], W.softmax_options()))
+    return W.write_tflite(W.ModelSpec(t, ops, [inp], [p]))
+
+
+def test_parity_plain_ops(tmp_path, monkeypatch):
+    """PAD, AVERAGE_POOL_2D, RELU6, MAX_POOL_2D (its saved input), DEPTHWISE_CONV_2D with RELU, RESHAPE:
+    the same neurons and the same losses on a synthetic model, for neq (velocities) and full (the
+    backward pass through every op)."""
+    from edgeprune.adapt.device import build_adapt_firmware
+    from edgeprune.api import CompileOptions, compile_model
+
+    (tmp_path / "m.tflite").write_bytes(_plain_ops_model())
+    compile_model(CompileOptions(model=tmp_path / "m.tflite", out=tmp_path / "m7", target="cortex-m7", quiet=True))
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "a.npz", x=rng.random((48, 1, 8, 8)).astype(np.float32), y=rng.integers(0, 3, 48))
+    synthetic = (tmp_path / "m7", build_adapt_firmware(tmp_path / "m7"), tmp_path / "a.npz", tmp_path / "a.npz")
+    for case in (dict(selector="neq", budget_ram="50%", epochs=4), dict(selector="full", budget_ram=None, epochs=2)):
+        sim, dev = _both(synthetic, monkeypatch, momentum=0.5, lr=0.5, seed=0, **case)
+        _check_parity(sim, dev, str(case))
+        # `infer` applies the deployed SOFTMAX to the adapted logits before quantizing them.
+        assert abs(dev["infer_accuracy_after"] - dev["accuracy_after"]) <= 0.05, case
+
+
+def _single(cm, i, c):
+    from edgeprune.adapt.budget import Selection
+
+    sel = Selection.empty(len(cm.region.layers))
+    sel.weights[i].add(c)
+    return sel
+
+
+def test_cli_adapt_on_qemu_then_rollback(setup):
+    """What a user types: `edgeprune adapt DIR --device qemu --json`, then `--rollback --device qemu`."""
+    import json
+
+    from click.testing import CliRunner
+
+    from edgeprune.cli import main
+
+    model, firmware, adapt_npz, eval_npz = setup
+    r = CliRunner().invoke(main, ["adapt", str(model), "--data", str(adapt_npz), "--eval-data", str(eval_npz),
+                                  "--budget-ram", "20%", "--selector", "neq", "--epochs", "3", "--device", "qemu", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["device"] == "qemu" and out["selector"] == "neq" and len(out["epochs"]) == 3
+    assert all(e["peak_ram_measured"] <= out["budget_ram"] for e in out["epochs"])
+    assert out["saved_to_flash"] is True
+
+    r = CliRunner().invoke(main, ["adapt", str(model), "--rollback", "--device", "qemu"])
+    assert r.exit_code == 0, r.output
+    assert "back to its factory weights" in r.stdout
+    from edgeprune.adapt import region as R
+    from edgeprune.device.link import open_link
+
+    with np.load(eval_npz) as f:
+        x, y = f["x"], f["y"]
+    inputs = R.model_inputs(R.load_region(model), x)
+    with open_link(firmware) as link:  # a reboot: the factory model, the adapted slots are gone
+        pred = np.array([np.frombuffer(link.infer(s.tobytes())[0], np.int8)[:10].argmax() for s in inputs])
+        link.request(0x0F)
+    assert float(np.mean(pred == y)) == out["accuracy_before"]
