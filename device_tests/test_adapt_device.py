@@ -4,7 +4,8 @@ against `--device sim`.
 The digits CNN deployed at 80% sparsity adapts to the severe shift (adapt/shifts.py) with the same data
 order and seed on both: every epoch the device selects the same neurons (it runs the greedy selection and
 the NEq velocities itself), its measured training RAM (the high-water mark of its static training pool)
-stays within the budget, and the accuracies end within a point of each other. After adaptation `infer`
+stays within the budget, and the accuracies end within a point of each other; with either NEq history
+(--neq-history recompute or int8, both kept in the training pool). After adaptation `infer`
 runs the adapted model. A budget too small for one neuron is refused with the sim's message on the host
 and by the device itself.
 """
@@ -135,6 +136,36 @@ def test_parity_other_selectors(setup, monkeypatch, case):
     _check_parity(sim, dev, str(case))
 
 
+@pytest.mark.parametrize("case", [
+    # make demo's run: only fc3's 10 neurons are candidates (the conv layers' histories do not fit 10%)
+    dict(selector="neq-explore", budget_ram="10%", epochs=4, seed=0),
+    dict(selector="neq", budget_ram="40%", epochs=3, seed=0),
+    # conv2's 32 neurons are candidates too (320 history bytes each): velocities rank them against fc3's
+    dict(selector="neq-explore", budget_ram="70%", epochs=4, seed=1),
+], ids=["neq-explore-10%", "neq-40%", "neq-explore-70%"])
+def test_parity_int8_history(setup, monkeypatch, case):
+    """--neq-history int8: the device keeps every candidate's probe outputs in int8 (neq.quantize_history
+    with its layer's history_scale) in the training pool and sums them exactly, so every epoch it selects
+    the sim's neurons; its pool holds exactly budget.py's bytes, the history among them."""
+    from edgeprune.adapt import region as R
+
+    sim, dev = _both(setup, monkeypatch, history="int8", **case)
+    _check_parity(sim, dev, str(case))
+    # The candidates are the last layers' neurons; each keeps 5 float32 (v, nu, the three sums) and its
+    # outputs over the probe set in int8 (probe samples x output positions bytes). No pre-epoch copy.
+    candidates, layers = sim["neq_candidates"], []
+    for lay in reversed(R.load_region(setup[0]).layers):
+        if sum(c.channels for c in layers) < candidates:
+            layers.append(lay)
+    assert sum(lay.channels for lay in layers) == candidates == dev["epochs"][0]["candidates"]
+    neq_bytes = sum(lay.channels * (5 * 4 + sim["probe_samples"] * lay.positions) for lay in layers)
+    assert dev["device_memory"]["persistent_training_state"] == neq_bytes
+    assert all(r["ram_breakdown"]["neq"] == neq_bytes for r in sim["epochs"] + dev["epochs"])
+    assert dev["neq_per_epoch"] == sim["neq_per_epoch"]  # one region pass per probe sample
+    if len(layers) > 1:  # after the warm-up the velocities choose among two layers' neurons
+        assert any(r["selected"]["conv2"] and r["selected"]["fc3"] for r in dev["epochs"][2:])
+
+
 def test_budget_too_small_is_refused(setup):
     from edgeprune.adapt import region as R
     from edgeprune.adapt.budget import CostModel
@@ -218,8 +249,9 @@ def _plain_ops_model(seed=1) -> bytes:
 
 def test_parity_plain_ops(tmp_path, monkeypatch):
     """PAD, AVERAGE_POOL_2D, RELU6, MAX_POOL_2D (its saved input), DEPTHWISE_CONV_2D with RELU, RESHAPE:
-    the same neurons and the same losses on a synthetic model, for neq (velocities) and full (the
-    backward pass through every op)."""
+    the same neurons and the same losses on a synthetic model, for neq (velocities, with either history)
+    and full (the backward pass through every op). With 3 classes the int8 history is 330 B, not a
+    multiple of 4: the float buffers after it still take exactly budget.py's bytes."""
     from edgeprune.adapt.device import build_adapt_firmware
     from edgeprune.api import CompileOptions, compile_model
 
@@ -228,7 +260,8 @@ def test_parity_plain_ops(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "a.npz", x=rng.random((48, 1, 8, 8)).astype(np.float32), y=rng.integers(0, 3, 48))
     synthetic = (tmp_path / "m7", build_adapt_firmware(tmp_path / "m7"), tmp_path / "a.npz", tmp_path / "a.npz")
-    for case in (dict(selector="neq", budget_ram="50%", epochs=4), dict(selector="full", budget_ram=None, epochs=2)):
+    for case in (dict(selector="neq", budget_ram="50%", epochs=4), dict(selector="full", budget_ram=None, epochs=2),
+                 dict(selector="neq", budget_ram="70%", epochs=3, history="int8")):
         sim, dev = _both(synthetic, monkeypatch, momentum=0.5, lr=0.5, seed=0, **case)
         _check_parity(sim, dev, str(case))
         # `infer` applies the deployed SOFTMAX to the adapted logits before quantizing them.

@@ -1,6 +1,9 @@
 /* On-device adaptation: see adapt.h and firmware/PROTOCOL.md ("Adaptation"). The algorithm mirrors
  * toolchain/edgeprune/adapt/session.py (--device sim) step by step: the same selection (budget.py's
- * Greedy and costs, selectors.py's scores), the same SGD, the same NEq velocities (recompute history).
+ * Greedy and costs, selectors.py's scores), the same SGD, the same NEq velocities with either history
+ * of neq.py: "recompute" (a pre-epoch copy of the trained parameters; the probe set runs through the
+ * old and the new region) or "int8" (every candidate's outputs over the probe set kept in int8 with
+ * its layer's fixed scale, neq.quantize_history; the cosine's sums are then exact integers).
  * The host sends what is constant for the model and the run (per-neuron parameter counts and MACs,
  * the path costs, su's static choice, and numpy's random permutations); the device selects, trains,
  * and measures itself. */
@@ -33,7 +36,9 @@ enum { INIT_SU, INIT_RANDOM, INIT_LAST };
 #define F_PROBE_IN_RAM 8u
 #define F_MACS 16u
 #define HEADER_WORDS 17u
-#define NEQ_FLOATS 5 /* per candidate: 1 - v_prev, nu, and the sums (a-b).(a-b), a.a, b.b */
+/* Per candidate: 1 - v_prev, nu, then the cosine's three running sums: recompute: float (a-b).(a-b),
+ * a.a, b.b; int8 history: int32 a.b, a.a, b.b (exact, held in the same 4 bytes each). */
+#define NEQ_FLOATS 5
 
 /* ---- the adapted model: float32 parameters of the region (the factory copy lives in flash). */
 static float params[EP_ADAPT_PARAM_FLOATS];
@@ -46,9 +51,11 @@ static float fwd_a[EP_ADAPT_FORWARD_FLOATS], fwd_b[EP_ADAPT_FORWARD_FLOATS];
 static float *arena_a[EP_ADAPT_TENSORS], *arena_b[EP_ADAPT_TENSORS];
 static int8_t prefix_out[EP_ADAPT_REGION_INPUT_SIZE];
 
-/* ---- the training pool: everything budget.py counts, nothing else. */
-static float pool_words[(EP_ADAPT_POOL_BYTES + 3) / 4]; /* float: its users are float buffers (aliasing) */
-static uint32_t pool_used, pool_keep, pool_peak;
+/* ---- the training pool: everything budget.py counts, nothing else. The int8 buffers (probe set in
+ * RAM, NEq history) come first, from pool_origin (0-3 bytes into the array) chosen so the float
+ * buffers after them are word-aligned without padding: the pool's bytes are exactly budget.py's. */
+static float pool_words[(EP_ADAPT_POOL_BYTES + 3) / 4 + 1]; /* float: its users are float buffers (aliasing) */
+static uint32_t pool_origin, pool_used, pool_keep, pool_peak;
 
 /* The measurement: the pool is painted before use, like the stack; the highest word no longer holding
  * the pattern is the training RAM actually touched (independent of the allocator's own count). */
@@ -57,7 +64,7 @@ static uint32_t pool_used, pool_keep, pool_peak;
 static void paint_pool(uint32_t from)
 {
     const uint32_t pattern = POOL_PATTERN;
-    for (uint32_t i = from / 4u; i < (uint32_t)(sizeof pool_words / 4u); ++i) {
+    for (uint32_t i = (pool_origin + from) / 4u; i < (uint32_t)(sizeof pool_words / 4u); ++i) {
         memcpy(&pool_words[i], &pattern, 4);
     }
 }
@@ -72,7 +79,7 @@ static uint32_t pool_touched(void)
             break;
         }
     }
-    return 4u * i;
+    return 4u * i > pool_origin ? 4u * i - pool_origin : 0u;
 }
 
 static void *pool_alloc(uint32_t bytes)
@@ -80,8 +87,8 @@ static void *pool_alloc(uint32_t bytes)
     if (bytes > (uint32_t)EP_ADAPT_POOL_BYTES - pool_used) {
         return NULL;
     }
-    uint8_t *p = (uint8_t *)pool_words + pool_used;
-    pool_used += bytes; /* every request is a multiple of 4 bytes: floats stay aligned */
+    uint8_t *p = (uint8_t *)pool_words + pool_origin + pool_used;
+    pool_used += bytes; /* after the int8 buffers every request is a multiple of 4 bytes: floats stay aligned */
     if (pool_used > pool_peak) {
         pool_peak = pool_used;
     }
@@ -102,7 +109,11 @@ static ep_param_layout_t layouts[EP_ADAPT_LAYERS];
 static int8_t probe_flash[EP_ADAPT_MAX_PROBE * EP_MODEL_INPUT_SIZE]; /* "flash": read in place */
 static const int8_t *probe;
 static float *neq_state;
+static int8_t *history;                         /* int8 history: o^{t-1} of every candidate, NULL with recompute */
+static uint32_t history_at[EP_ADAPT_LAYERS];    /* per candidate layer: its probe outputs' offset in history */
+static int history_ready;                       /* o^0 recorded (the first epoch does it before training) */
 static uint32_t epochs_done;
+static int neq_history_pass(int compare); /* the int8 history's probe pass (with the NEq update, below) */
 
 /* ---- the epoch (adapt_epoch) */
 static uint8_t sel_w[EP_ADAPT_NEURONS], sel_b[EP_ADAPT_NEURONS];
@@ -631,6 +642,24 @@ static int too_small(uint8_t *out, uint32_t *out_n)
     return 1;
 }
 
+/* The int8 history's layout (budget.py's neq_bytes beyond the 5 floats per candidate): per candidate
+ * layer, per probe sample, its output tensor (positions x channels). Returns its bytes, or
+ * HISTORY_TOO_LONG when a neuron's int32 sums could overflow (probe x positions x 127^2 > INT32_MAX). */
+#define HISTORY_TOO_LONG 0xFFFFFFFFu
+static uint32_t history_layout(void)
+{
+    uint32_t bytes = 0;
+    for (int32_t i = (int32_t)first_candidate; i < ep_adapt_num_layers; ++i) {
+        const ep_adapt_layer_t *L = &ep_adapt_layers[i];
+        if ((uint64_t)probe_count * (uint64_t)L->positions > (uint64_t)INT32_MAX / (127u * 127u)) {
+            return HISTORY_TOO_LONG;
+        }
+        history_at[i] = bytes;
+        bytes += probe_count * (uint32_t)(L->channels * L->positions);
+    }
+    return bytes;
+}
+
 static int cmd_begin(const uint8_t *in, uint32_t n, uint8_t *out, uint32_t *out_n)
 {
     init_params();
@@ -686,8 +715,12 @@ static int cmd_begin(const uint8_t *in, uint32_t n, uint8_t *out, uint32_t *out_
     if (needs_velocities != ((flags & F_NEQ) != 0u)) {
         return refuse(out, out_n, "adapt_begin: the NEq state flag does not match the selector");
     }
-    if ((flags & F_NEQ) && !(flags & F_RECOMPUTE)) {
-        return refuse(out, out_n, "the device keeps the NEq history by recomputation only (--history recompute)");
+    const uint32_t recompute = (flags & F_NEQ) && (flags & F_RECOMPUTE);
+    if ((flags & F_RECOMPUTE) && !recompute) {
+        return refuse(out, out_n, "adapt_begin: the recompute flag needs the NEq state flag");
+    }
+    if (bytes_per_param != 4u * (2u + ((flags & F_MOMENTUM) ? 1u : 0u) + recompute)) {
+        return refuse(out, out_n, "adapt_begin: bytes per trained parameter disagree with the flags");
     }
     /* The pruning mask is the device's own (zeros of the factory weights): it must agree with the host's counts. */
     memset(sel_w, 1, sizeof sel_w);
@@ -703,25 +736,42 @@ static int cmd_begin(const uint8_t *in, uint32_t n, uint8_t *out, uint32_t *out_
     if (selector != SEL_FULL && too_small(out, out_n)) {
         return EP_ERR_ADAPT;
     }
+    const int int8_history = (flags & F_NEQ) && !(flags & F_RECOMPUTE);
+    const uint32_t history_bytes = int8_history ? history_layout() : 0u;
+    if (history_bytes == HISTORY_TOO_LONG) {
+        return refuse(out, out_n, "the int8 NEq history's sums would overflow: a candidate layer has more than 133144 "
+                                  "probe samples x output positions; lower --probe-per-class or use --neq-history recompute");
+    }
+    const uint32_t state_bytes = (flags & F_NEQ) ? (nn - (uint32_t)layer_first[first_candidate]) * NEQ_FLOATS * 4u : 0u;
+    if (neq_bytes != state_bytes + history_bytes) {
+        return refuse(out, out_n, "adapt_begin: NEq state size disagrees with the candidates");
+    }
+    if (probe_bytes != 0u && probe_bytes != probe_count * EP_MODEL_INPUT_SIZE) {
+        return refuse(out, out_n, "adapt_begin: the probe set's RAM disagrees with the probe count");
+    }
+    /* The int8 buffers first, so that the float buffers after them start word-aligned. */
+    pool_origin = (4u - (probe_bytes + history_bytes) % 4u) % 4u;
     pool_used = pool_peak = 0;
     paint_pool(0);
+    probe = probe_flash;
+    if (probe_bytes != 0u) {
+        probe = (const int8_t *)pool_alloc(probe_bytes);
+        if (probe == NULL) {
+            return refuse(out, out_n, "the probe set does not fit the training pool");
+        }
+    }
+    history = NULL;
+    history_ready = 0;
     neq_state = NULL;
     if (flags & F_NEQ) {
-        const uint32_t cand = nn - (uint32_t)layer_first[first_candidate];
-        if (neq_bytes != cand * NEQ_FLOATS * 4u) {
-            return refuse(out, out_n, "adapt_begin: NEq state size disagrees with the candidates");
-        }
-        neq_state = (float *)pool_alloc(neq_bytes);
-        if (neq_state == NULL) {
+        history = int8_history ? (int8_t *)pool_alloc(history_bytes) : NULL;
+        neq_state = (float *)pool_alloc(state_bytes);
+        if (neq_state == NULL || (int8_history && history == NULL)) {
             return refuse(out, out_n, "the NEq state does not fit the training pool");
         }
-        memset(neq_state, 0, neq_bytes);
-    }
-    probe = probe_flash;
-    if (probe_bytes != 0) {
-        probe = (const int8_t *)pool_alloc(probe_bytes);
-        if (probe == NULL || probe_bytes != probe_count * EP_MODEL_INPUT_SIZE) {
-            return refuse(out, out_n, "the probe set does not fit the training pool");
+        memset(neq_state, 0, state_bytes);
+        if (history != NULL) {
+            memset(history, 0, history_bytes);
         }
     }
     pool_keep = pool_used;
@@ -765,6 +815,12 @@ static int cmd_epoch(const uint8_t *in, uint32_t n, uint8_t *out, uint32_t *out_
             return refuse(out, out_n, "adapt_epoch: bad permutation");
         }
     }
+    if (history != NULL && !history_ready) { /* o^0: the probe outputs before any training (neq.py's first observe) */
+        if (neq_history_pass(0) != 0) {
+            return refuse(out, out_n, "adapt_epoch: the int8 prefix failed");
+        }
+        history_ready = 1;
+    }
     if (select_neurons(epoch, perm, n_perm) != 0) {
         return refuse(out, out_n, "adapt_epoch: this selector needs the epoch's permutation of the candidates");
     }
@@ -794,8 +850,9 @@ static int cmd_epoch(const uint8_t *in, uint32_t n, uint8_t *out, uint32_t *out_
     master = (float *)pool_alloc(bytes);
     grads = (float *)pool_alloc(bytes);
     mom = (flags & F_MOMENTUM) ? (float *)pool_alloc(bytes) : NULL;
-    prev = (flags & F_NEQ) ? (float *)pool_alloc(bytes) : NULL;
-    int fail = master == NULL || grads == NULL || ((flags & F_MOMENTUM) && mom == NULL) || ((flags & F_NEQ) && prev == NULL);
+    prev = (flags & F_RECOMPUTE) ? (float *)pool_alloc(bytes) : NULL;
+    int fail = master == NULL || grads == NULL || ((flags & F_MOMENTUM) && mom == NULL) ||
+               ((flags & F_RECOMPUTE) && prev == NULL);
     int32_t deepest_layer = -1;
     for (uint32_t g = 0; g < n_neurons && deepest_layer < 0; ++g) {
         if (sel_w[g] || sel_b[g]) {
@@ -1067,11 +1124,11 @@ static int cmd_sample(const uint8_t *in, uint32_t n, uint8_t *out, uint32_t *out
     return 0;
 }
 
-/* NEq (neq.py, recompute history): the probe set through the region with the pre-epoch parameters
+/* NEq (neq.py), recompute history: the probe set through the region with the pre-epoch parameters
  * and with the new ones side by side; per candidate neuron the sums of (a-b)^2, a^2, b^2 of its
- * pre-activation outputs, then 1 - cos, its change and the velocity. 1 - cos is kept instead of cos
- * (and formed from |a-b|^2) so float32 state keeps the precision of small changes. */
-static int neq_update(void)
+ * pre-activation outputs. 1 - cos is kept instead of cos (and formed from |a-b|^2) so float32 state
+ * keeps the precision of small changes. */
+static int neq_sums_recompute(void)
 {
     const uint32_t first = (uint32_t)layer_first[first_candidate];
     for (uint32_t p = 0; p < probe_count; ++p) {
@@ -1118,24 +1175,117 @@ static int neq_update(void)
             }
         }
     }
+    return 0;
+}
+
+/* neq.quantize_history, bit for bit: x = o / scale in float32, round half away from zero (|x| + 0.5
+ * in float32, floored), saturate to +-127. */
+static int32_t quantize_history(float o, float scale)
+{
+    const float x = o / scale;
+    float r = floorf(fabsf(x) + 0.5f);
+    r = r < 127.0f ? r : 127.0f; /* NaN gives 127, not an undefined conversion */
+    return x < 0.0f ? -(int32_t)r : (int32_t)r;
+}
+
+static int32_t get_i32(const float *slot)
+{
+    int32_t v;
+    memcpy(&v, slot, 4);
+    return v;
+}
+
+static void add_i32(float *slot, int32_t v)
+{
+    const int32_t sum = get_i32(slot) + v; /* cannot overflow: adapt_begin bounds the probe outputs per neuron */
+    memcpy(slot, &sum, 4);
+}
+
+/* One probe sample's outputs of a candidate layer against its int8 history: the new outputs are
+ * quantized, their exact sums with the history's (a.b, a.a, b.b) accumulated per neuron (compare), and
+ * they replace the history's (each probe sample has its own slot, so it is rewritten in place). */
+static void history_update(const ep_adapt_step_t *st, uint32_t p, int compare)
+{
+    const ep_adapt_layer_t *L = &ep_adapt_layers[st->layer];
+    const float *a = arena_a[st->tout];
+    int8_t *h = history + history_at[st->layer] + p * (uint32_t)st->out_size;
+    const uint32_t first = (uint32_t)layer_first[first_candidate];
+    for (int32_t c = 0; c < L->channels; ++c) {
+        int32_t ab = 0, aa = 0, bb = 0;
+        for (int32_t q = c; q < st->out_size; q += L->channels) {
+            const int32_t qa = quantize_history(a[q], L->history_scale), qb = h[q];
+            ab += qa * qb;
+            aa += qa * qa;
+            bb += qb * qb;
+            h[q] = (int8_t)qa;
+        }
+        if (compare) {
+            float *s5 = neq_state + ((uint32_t)(layer_first[st->layer] + c) - first) * NEQ_FLOATS;
+            add_i32(s5 + 2, ab);
+            add_i32(s5 + 3, aa);
+            add_i32(s5 + 4, bb);
+        }
+    }
+}
+
+/* int8 history: the probe set through the region once with the current parameters. compare = 0
+ * records o^0 only (before the first epoch trains). */
+static int neq_history_pass(int compare)
+{
+    for (uint32_t p = 0; p < probe_count; ++p) {
+        if (run_prefix(probe + p * EP_MODEL_INPUT_SIZE, arena_a[0]) != 0) {
+            return -1;
+        }
+        for (int32_t s = 0; s < ep_adapt_num_steps; ++s) {
+            const ep_adapt_step_t *st = &ep_adapt_steps[s];
+            step_forward(st, arena_a, params);
+            if (st->layer >= (int32_t)first_candidate) {
+                history_update(st, p, compare);
+            }
+            activation_forward(st, arena_a[st->tout]);
+        }
+    }
+    return 0;
+}
+
+/* 1 - cos of a candidate from its sums. Both vectors zero: unchanged (cos 1); one zero: cos 0. The
+ * int8 sums are exact, so cos is numpy's float64 a.b / sqrt(a.a * b.b) bit for bit. */
+static double neq_gap(const float *s5)
+{
+    if (history != NULL) {
+        const double ab = (double)get_i32(s5 + 2), aa = (double)get_i32(s5 + 3), bb = (double)get_i32(s5 + 4);
+        if (aa == 0.0 && bb == 0.0) {
+            return 0.0;
+        }
+        return (aa == 0.0 || bb == 0.0) ? 1.0 : 1.0 - ab / sqrt(aa * bb);
+    }
+    const double aa = s5[3], bb = s5[4];
+    if (aa == 0.0 && bb == 0.0) {
+        return 0.0;
+    }
+    if (aa == 0.0 || bb == 0.0) {
+        return 1.0;
+    }
+    const double na = sqrt(aa), nb = sqrt(bb);
+    return ((double)s5[2] - (na - nb) * (na - nb)) / (2.0 * na * nb);
+}
+
+/* The probe pass of the epoch's end, then per candidate 1 - cos, its change and the velocity. */
+static int neq_update(void)
+{
+    const uint32_t first = (uint32_t)layer_first[first_candidate];
+    if ((history != NULL ? neq_history_pass(1) : neq_sums_recompute()) != 0) {
+        return -1;
+    }
     for (uint32_t k = 0; k < n_neurons - first; ++k) {
         float *s5 = neq_state + k * NEQ_FLOATS;
-        const double aa = s5[3], bb = s5[4];
-        double gap;
-        if (aa == 0.0 && bb == 0.0) {
-            gap = 0.0;
-        } else if (aa == 0.0 || bb == 0.0) {
-            gap = 1.0;
-        } else {
-            const double na = sqrt(aa), nb = sqrt(bb);
-            gap = ((double)s5[2] - (na - nb) * (na - nb)) / (2.0 * na * nb);
-        }
+        const double gap = neq_gap(s5);
         if (epochs_done >= 1u) {
             const double dv = (double)s5[0] - gap; /* v - v_prev */
             s5[1] = (float)(dv + (double)mu * (double)s5[1]);
         }
         s5[0] = (float)gap;
-        s5[2] = s5[3] = s5[4] = 0.0f;
+        memset(s5 + 2, 0, 3u * sizeof(float)); /* float 0 and int32 0 alike */
     }
     return 0;
 }

@@ -4,7 +4,7 @@
  * The region (every layer after the first weighted one) is described by the generated adapt_region.c
  * (toolchain/edgeprune/adapt/region_c.py); the frozen int8 prefix is the generated adapt_prefix.c.
  * Every buffer training needs beyond inference (master copies, gradients, momentum, the NEq pre-epoch
- * copy and state, saved activations, error buffers) comes from one static pool of EP_ADAPT_POOL_BYTES,
+ * copy or int8 history and state, saved activations, error buffers) comes from one static pool of EP_ADAPT_POOL_BYTES,
  * allocated exactly as toolchain/edgeprune/adapt/budget.py counts it, so the pool's high-water mark is
  * the measured training RAM. Built only with -DEP_WITH_ADAPT (build_firmware(..., adaptation=True)). */
 #ifndef EP_ADAPT_H_
@@ -15,7 +15,7 @@
 #include "adapt_region.h"
 #include "ep_types.h"
 
-#define EP_ADAPT_REGION_VERSION 2
+#define EP_ADAPT_REGION_VERSION 3
 
 /* Protocol kinds (0x10..0x2F are adaptation's). */
 #define EP_KIND_ADAPT_BEGIN 0x10u
@@ -48,6 +48,7 @@ typedef struct {
     int32_t in_features;                     /* input elements per sample */
     int32_t channels, channel_size, positions;
     int32_t weight_offset, bias_offset; /* into the parameter array, in floats; bias_offset -1: none */
+    float history_scale; /* the NEq int8 history's fixed symmetric scale (region.py's Layer.history_scale) */
 } ep_adapt_layer_t;
 
 typedef struct {

@@ -9,9 +9,17 @@ keeps the probe set, selects the neurons each epoch (budget.Greedy and the selec
 velocities it computes itself), trains them on the streamed samples, and reports its measured training
 RAM (the high-water mark of its static training pool) and stack peak.
 
+Both NEq histories of neq.py run on the device (`--neq-history`, flag 4 of adapt_begin): "recompute"
+keeps a pre-epoch copy of the trained parameters; "int8" keeps every candidate's outputs over the probe
+set in the training pool, quantized as neq.quantize_history with its layer's history_scale (a float32
+constant of the generated region tables, region_c.py), and sums them exactly in int32. Either way the
+pool holds exactly the bytes budget.py counts.
+
     from edgeprune.adapt.session import AdaptOptions
     from edgeprune.adapt.device import run_on_device
     result = run_on_device(AdaptOptions(dir="build", data="new.npz", device="qemu", budget_ram="10%"))
+    result = run_on_device(AdaptOptions(dir="build", data="new.npz", device="qemu", budget_ram="10%",
+                                        selector="neq-explore", history="int8"))
 """
 
 from __future__ import annotations
@@ -134,8 +142,6 @@ def run_on_device(opts, on_epoch=None, log=lambda msg: None, firmware: str | Pat
     if opts.selector not in SELECTOR_CODES:
         raise UsageError(f"--device qemu does not run selector '{opts.selector}' yet (it runs {', '.join(SELECTOR_CODES)}); "
                          "use --device sim")
-    if uses_neq and opts.history != "recompute":
-        raise UsageError("--device qemu keeps the NEq history by recomputation only (--history recompute)")
     cm = CostModel(region, momentum=opts.momentum > 0, neq=uses_neq, probe_samples=len(probe), history=opts.history,
                    probe_in_ram=opts.probe_in_ram)
     full = cm.full_cost()
@@ -237,7 +243,7 @@ def run_on_device(opts, on_epoch=None, log=lambda msg: None, firmware: str | Pat
         "evaluated_on": eval_on, "eval_samples": int(len(ey)),
         "adaptation_samples": int(n), "probe_samples": int(len(probe)), "init": opts.init,
         "trainable_layers": names, "frozen_layers": region.frozen,
-        "neq_per_epoch": neq_macs_per_epoch(region, len(probe), opts.history) if uses_neq else None,
+        "neq_per_epoch": neq_macs_per_epoch(region, len(probe), opts.history, cm.first_candidate) if uses_neq else None,
         "device_memory": {"training_pool": int(pool), "float_forward_buffers": int(forward_bytes),
                           "int8_arena": int(info.get("arena_bytes", 0)),
                           "adapted_parameters": int(model_f32), "persistent_training_state": int(persistent)},

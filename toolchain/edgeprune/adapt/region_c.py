@@ -8,7 +8,8 @@ write_adapt_sources(model_dir, out_dir) writes three generated files next to a f
   input, exactly as `infer` takes them.
 - adapt_region.c: the region's layers and steps as tables (adapt.h's ep_adapt_layer_t / ep_adapt_step_t)
   and the factory float32 parameters (region.py's dequantized int8 weights, bit for bit: the sim's
-  starting point), plus the sizes adapt.c allocates statically.
+  starting point), plus the sizes adapt.c allocates statically. Each layer row carries its NEq int8
+  history scale as the float32 neq.quantize_history divides by (np.float32(history_scale)).
 
 Everything the region description needs comes from region.py; nothing here re-derives the model.
 """
@@ -33,7 +34,9 @@ MAX_PROBE = 64
 
 def pool_bytes(region: Region, max_probe: int = MAX_PROBE) -> int:
     """The static training pool: what the most expensive configuration could need (every neuron, with
-    momentum, NEq recompute state and the probe set in RAM). No selection can cost more."""
+    momentum, NEq recompute state and the probe set in RAM). The device refuses a budget above the pool
+    and every selection costs at most its budget, so any run that starts fits; with the int8 history
+    (whose state grows with the probe set) only budgets beyond this size are refused."""
     cm = CostModel(region, momentum=True, neq=True, probe_samples=max_probe, history="recompute", probe_in_ram=True)
     return int(cm.cost(cm.full_selection()).ram)
 
@@ -76,7 +79,8 @@ def region_tables(region: Region) -> dict:
                    in_dims=_dims(lay.in_shape), out_dims=_dims(lay.out_shape),
                    filter_dims=("{%d, %d, %d, %d}" % tuple(w.shape)) if w.ndim == 4 else "{%d, 1, 1, %d}" % tuple(w.shape),
                    channels=lay.channels, channel_size=lay.channel_size, positions=lay.positions,
-                   in_features=int(np.prod(lay.in_shape)), w_off=offset, b_off=offset + w.size if b is not None else -1)
+                   in_features=int(np.prod(lay.in_shape)), w_off=offset, b_off=offset + w.size if b is not None else -1,
+                   history_scale=lay.history_scale)
         params.append(w.reshape(-1))
         offset += w.size
         if b is not None:
@@ -139,7 +143,8 @@ def generate_region_c(region: Region, model_hash: str = "") -> str:
         lrows.append(
             f"    {{{r['kind']}, {r['has_bias']}, {r['act']}, {{{r['stride'][0]}, {r['stride'][1]}, {r['dil'][0]}, {r['dil'][1]}, "
             f"{r['pad'][0]}, {r['pad'][1]}}}, {r['dm']}, {r['in_dims']}, {r['filter_dims']}, {r['out_dims']}, "
-            f"{r['in_features']}, {r['channels']}, {r['channel_size']}, {r['positions']}, {r['w_off']}, {r['b_off']}}},")
+            f"{r['in_features']}, {r['channels']}, {r['channel_size']}, {r['positions']}, {r['w_off']}, {r['b_off']}, "
+            f"{_hexf(r['history_scale'])}}},")
     srows = [f"    {{{s['kind']}, {s['layer']}, {s['tin']}, {s['tout']}, {s['in_size']}, {s['out_size']}, {s['positions']}, "
              f"{', '.join(str(v) for v in s['geo'])}, {_hexf(s['value'])}}},"
              for s in t["steps"]]
@@ -148,7 +153,7 @@ def generate_region_c(region: Region, model_hash: str = "") -> str:
  * firmware/adapt.c. Do not edit. */
 #include "adapt.h"
 
-#if EP_ADAPT_REGION_VERSION != 2
+#if EP_ADAPT_REGION_VERSION != 3
 #error "adapt_region.c was generated for another version of adapt.h"
 #endif
 

@@ -208,7 +208,7 @@ def adapt(opts: AdaptOptions, log=lambda msg: None, on_epoch=None) -> dict:
             "at_equilibrium": (None if not uses_neq or tracker.velocities is None
                                else int((np.abs(tracker.velocities[selector.offset:]) < opts.eps).sum())),
             "candidates": len(selector.neurons),
-            "warmup": opts.selector in ("neq", "neq-shuffled", "cheapest") and epoch < 2,
+            "warmup": opts.selector not in ("full", "su", "random") and epoch < 2,
             "ram_breakdown": {k: v for k, v in cost.breakdown.items() if not k.endswith("macs")},
         }
         records.append(record)
