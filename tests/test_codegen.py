@@ -197,7 +197,6 @@ def test_random_graphs_are_bitexact_with_tflite_micro(seed):
     r = B.build_backend(model, get_target("cortex-m7"), fit=True)
     assert r.validation.bitexact and r.validation.samples == B.EVAL_SAMPLES, f"seed {seed}"
     assert r.memory.arena_bytes > 0 and r.memory.flash_bytes >= r.memory.weights_bytes, f"seed {seed}: {r.memory}"
-    assert r.timings_s["back_half"] < 5.0, f"seed {seed}: {r.timings_s}"
 
 
 @pytest.mark.parametrize("seed", range(8))

