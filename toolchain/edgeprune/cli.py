@@ -422,8 +422,12 @@ def adapt(dir, data, eval_data, budget_ram, budget_macs, selector, init, epochs,
     if measured:
         peak = max(e["peak_ram_measured"] for e in r["epochs"])
         stack = max(e.get("stack_peak_measured") or 0 for e in r["epochs"])
-        console.print(f"training RAM measured on the device: peak {peak:,} B of the {r['budget_ram']:,} B budget "
-                      f"(stack peak {stack:,} B)" + ("; adapted parameters saved to flash" if r.get("saved_to_flash") else ""))
+        console.print(f"training RAM measured on the device: peak {peak:,} B of the {r['budget_ram']:,} B budget; "
+                      f"stack peak {stack:,} B" + ("; adapted parameters saved to flash" if r.get("saved_to_flash") else ""))
+        m = r.get("device_memory") or {}
+        if m:  # what the float32 region costs besides the budget (not counted by it)
+            console.print(f"outside the budget: float32 region parameters {m['adapted_parameters']:,} B, float forward buffers "
+                          f"{m['float_forward_buffers']:,} B, int8 arena {m['int8_arena']:,} B")
 
 
 if __name__ == "__main__":
