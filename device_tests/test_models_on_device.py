@@ -86,3 +86,19 @@ def test_a_model_with_tensors_bigger_than_a_default_frame_runs(tmp_path):
         assert int(link.info()["max_payload"]) >= 64 * 64 * 3
         got = np.stack([np.frombuffer(link.infer(s.tobytes())[0], np.int8) for s in xs])
     assert np.array_equal(got, B.tflm_outputs(model, xs, graph).reshape(2, -1))
+
+
+def test_sram_overflow_names_the_bytes_needed_when_ld_says_zero():
+    """ld reports "overflowed by 0 bytes" when the stack reservation overlaps .bss; the bytes needed then
+    come from the section ranges (here .bss ends 0x27ccf past the origin, plus an 8 KiB stack)."""
+    import sys
+
+    from edgeprune.device.firmware import BOARDS, FirmwareTooBig, _link
+
+    err = ("ld: firmware.elf section `.bss' will not fit in region `RAM'\n"
+           "ld: RAM overflow: static data + heap + stack exceed the board's SRAM\n"
+           "ld: section .stack VMA [2001e000,2001ffff] overlaps section .bss VMA [20000090,20027ccf]\n"
+           "ld: region `RAM' overflowed by 0 bytes\n")
+    with pytest.raises(FirmwareTooBig) as e:
+        _link([sys.executable, "-c", f"import sys; sys.stderr.write({err!r}); sys.exit(1)"], BOARDS["qemu-mps2-an386"], "firmware")
+    assert str(e.value).startswith(f"model does not fit stm32f446 SRAM: needs {0x27cd0 + 0x2000} bytes, has 131072;")

@@ -42,12 +42,23 @@ _RANDOM, _SHUFFLE, _ORDER = 1, 2, 3  # purposes in the seeds (selectors.py, sess
 FIRMWARE_DIR = "firmware-adapt"  # inside the model folder
 
 
-def build_adapt_firmware(model_dir: str | Path, target: str = "cortex-m7") -> Path:
-    """The firmware with the adaptation mode for a compiled folder, built into DIR/firmware-adapt/."""
-    from edgeprune.device.firmware import build_firmware
+def build_adapt_firmware(model_dir: str | Path, target: str | None = None) -> Path:
+    """The firmware with the adaptation mode for a compiled folder, built into DIR/firmware-adapt/;
+    target: default the one DIR was compiled for (its firmware.json), else cortex-m7."""
+    import json
 
+    from edgeprune.device.firmware import FirmwareTooBig, build_firmware
+
+    if target is None:
+        fw = Path(model_dir) / "firmware.json"
+        target = json.loads(fw.read_text()).get("target", "cortex-m7") if fw.is_file() else "cortex-m7"
     out = Path(model_dir) / FIRMWARE_DIR
-    build_firmware(Path(model_dir), target, out_dir=out, adaptation=True)
+    try:
+        build_firmware(Path(model_dir), target, out_dir=out, adaptation=True)
+    except FirmwareTooBig as e:  # the training pool and the float32 region are static buffers
+        what = str(e).split(";")[0].replace("model does not fit", "the adaptation firmware does not fit")
+        raise FirmwareTooBig(f"{what}; adapt on a {target} model with --device sim, or compile for a target "
+                             "with more SRAM (cortex-m7)", e.detail) from None
     return out
 
 

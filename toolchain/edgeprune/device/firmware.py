@@ -230,10 +230,25 @@ def _link(cmd: list[str], board: Board, what: str) -> None:
                              "prune harder (--sparsity), or pick a target with more flash", err)
     if (m and m.group(1) == "RAM") or "RAM overflow" in err:
         has = board.sram_bytes or 0
-        need = f"needs {has + int(m.group(2))} bytes, " if m else "static data + stack exceed it, "
+        needed = _ram_needed(err) if not m or int(m.group(2)) == 0 else has + int(m.group(2))
+        need = f"needs {needed} bytes, " if needed and needed > has else "static data + stack exceed it, "
         raise FirmwareTooBig(f"model does not fit {board.part} SRAM: {need}has {has}; "
                              "shrink the activations (smaller input or channels), or pick a target with more SRAM", err)
     raise BuildError(f"linking {what} for {board.name} failed: {_first_problem(err)}", err)
+
+
+_SECTION_RANGE = re.compile(r"section (\.\w+) VMA \[([0-9a-f]+),([0-9a-f]+)\]")
+RAM_ORIGIN = 0x20000000  # every board's linker script
+
+
+def _ram_needed(err: str) -> int | None:
+    """SRAM the image needs when ld reports "overflowed by 0 bytes" (the stack reservation overlapping
+    .bss): the end of the static data plus the stack, from the VMA ranges in ld's message."""
+    ranges = {name: (int(lo, 16), int(hi, 16)) for name, lo, hi in _SECTION_RANGE.findall(err)}
+    stack = ranges.pop(".stack", None)
+    if stack is None or not ranges:
+        return None
+    return max(hi for _, hi in ranges.values()) + 1 - RAM_ORIGIN + (stack[1] + 1 - stack[0])
 
 
 def _sizes(elf: Path) -> tuple[int, int, int]:
