@@ -291,6 +291,9 @@ def test_cli_adapt_on_qemu_then_rollback(setup):
     out = json.loads(r.stdout)
     assert out["device"] == "qemu" and out["selector"] == "neq" and len(out["epochs"]) == 3
     assert all(e["peak_ram_measured"] <= out["budget_ram"] for e in out["epochs"])
+    m = out["device_memory"]
+    assert all(e["device_ram_peak"] == e["peak_ram_measured"] + e["stack_peak_measured"] + m["float_forward_buffers"]
+               + m["adapted_parameters"] + m["int8_arena"] for e in out["epochs"])
     assert out["saved_to_flash"] is True
 
     r = CliRunner().invoke(main, ["adapt", str(model), "--rollback", "--device", "qemu"])

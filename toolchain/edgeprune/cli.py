@@ -426,8 +426,9 @@ def adapt(dir, data, eval_data, budget_ram, budget_macs, selector, init, epochs,
                       f"stack peak {stack:,} B" + ("; adapted parameters saved to flash" if r.get("saved_to_flash") else ""))
         m = r.get("device_memory") or {}
         if m:  # what the float32 region costs besides the budget (not counted by it)
+            total = max(e.get("device_ram_peak") or 0 for e in r["epochs"])
             console.print(f"outside the budget: float32 region parameters {m['adapted_parameters']:,} B, float forward buffers "
-                          f"{m['float_forward_buffers']:,} B, int8 arena {m['int8_arena']:,} B")
+                          f"{m['float_forward_buffers']:,} B, int8 arena {m['int8_arena']:,} B; device RAM at its peak {total:,} B")
 
 
 if __name__ == "__main__":

@@ -229,6 +229,9 @@ def run_on_device(opts, on_epoch=None, log=lambda msg: None, firmware: str | Pat
                 "selection": sel.as_lists(),
                 "ram_used": cost.ram, "macs_used": cost.macs, "peak_ram_measured": int(peak),
                 "stack_peak_measured": int(stack_peak), "pool_allocated": int(allocated),
+                # All of the device's RAM at its peak: the measured pool and stack plus the static float32
+                # region, its forward buffers and the int8 arena (the last three outside the budget).
+                "device_ram_peak": int(peak + stack_peak + forward_bytes + model_f32 + int(info.get("arena_bytes", 0))),
                 "at_equilibrium": None if at_eq == 0xFFFFFFFF else int(at_eq),
                 "velocities": velocities,  # nu of the candidates the selection used (the device's own), or None
                 "candidates": n_cand,
