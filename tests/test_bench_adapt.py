@@ -121,3 +121,56 @@ def test_neq_explore_rotates_and_scores_stay_within_budget():
                     if fresh and now & before:
                         assert now - before, f"{frac} epoch {epoch}: trained only last epoch's neurons again"
                 prev = chosen
+
+
+def test_grad_scores_error_mass_state_and_ranking(study):
+    """grad / grad-explore: the classifier's error mass is sum |softmax - onehot| over the epoch's samples,
+    its accumulators (4 B per candidate) are in the cost, the largest mass per cost trains first, a
+    neuron whose error was not computed (NaN) comes last, and the device refuses the scores in one line."""
+    import torch
+
+    from edgeprune.adapt import region as R
+    from edgeprune.adapt.budget import CostModel
+    from edgeprune.adapt.scores import GRAD_SCORES
+    from edgeprune.adapt.selectors import SELECTORS, USES_GRAD, USES_NEQ, Selector
+    from edgeprune.adapt.session import AdaptOptions, ErrorMass, adapt
+    from edgeprune.errors import UsageError
+
+    assert set(GRAD_SCORES) <= set(SELECTORS) and set(GRAD_SCORES) == set(USES_GRAD) and not set(USES_GRAD) & set(USES_NEQ)
+    region = R.load_region(study / "model")
+    # The classifier's mass by hand, from one batch of logits.
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]], requires_grad=True)
+    y = torch.tensor([1, 2])
+    mass = ErrorMass(region, deepest=len(region.layers) - 1)
+    mass.add(logits, [None] * (len(region.layers) - 1) + [logits], y)
+    p = torch.softmax(logits.detach().double(), 1).numpy()
+    expected = np.abs(p - np.eye(3)[y.numpy()]).sum(0)
+    assert np.allclose(mass.per_neuron()[-3:], expected, rtol=1e-6, atol=0)
+    assert np.isnan(mass.per_neuron()[:-3]).all()  # below the path: not computed
+
+    cm = CostModel(region, grad=True)
+    budget = int(0.4 * cm.full_cost().ram)
+    sel = Selector("grad", cm, budget, None, seed=0)
+    assert sel.select(0).counts(region.layer_names) == Selector("su", CostModel(region), budget, None).select(0).counts(region.layer_names)
+    last = len(region.layers) - 1
+    errors = np.full(len(cm.neurons()), np.nan)
+    classifier = [k for k, (i, _) in enumerate(cm.neurons()) if i == last]
+    errors[classifier] = [0.0, 5.0, 1.0]
+    chosen = sel.select(1, None, errors)
+    cost = cm.cost(chosen)
+    assert cost.ram <= budget and cost.breakdown["grad"] == 4 * len(cm.candidates())
+    assert 1 in chosen.weights[last]
+    ranked = sel._order(-GRAD_SCORES["grad"](sel, errors[sel.offset:]))
+    assert ranked[:3] == [(last, 1), (last, 2), (last, 0)]  # largest mass first; NaN (not computed) after
+    explore = Selector("grad-explore", cm, budget, None, seed=0)
+    explore.last = chosen.copy()
+    explore.last.weights[last] = {1}  # trained last epoch: the other observed neurons go first
+    ranked = explore._order(-GRAD_SCORES["grad-explore"](explore, errors[explore.offset:]))
+    assert ranked[:3] == [(last, 2), (last, 0), (last, 1)]
+    assert "grad" not in CostModel(region).cost(chosen).breakdown  # no other selector pays for it
+
+    out = adapt(AdaptOptions(dir=study / "model", data=study / "a.npz", budget_ram="40%", selector="grad-explore", epochs=2))
+    assert [e["warmup"] for e in out["epochs"]] == [True, False]
+    assert all(e["ram_used"] <= out["budget_ram"] and e["ram_breakdown"]["grad"] > 0 for e in out["epochs"])
+    with pytest.raises(UsageError, match="--device qemu does not run selector 'grad'"):
+        adapt(AdaptOptions(dir=study / "model", data=study / "a.npz", selector="grad", device="qemu"))

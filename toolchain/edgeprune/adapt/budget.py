@@ -29,6 +29,9 @@ reuse between them, which is what the device allocates):
     deployed int8 output tensor, so it streams; the cosine is scale-invariant, so no scale is
     stored). One region forward pass per probe sample per epoch. On the digits CNN this history
     alone is 60% of what full training needs, which is why it is not the default.
+- grad: for the gradient-signal scores (scores.GRAD_SCORES), one float32 error-mass accumulator per
+  candidate neuron (reported as "grad"; the key is absent for every other selector). Candidates are
+  restricted as with NEq state (fit_candidates).
 
 MACs per training sample (backward only): the weight-gradient MACs of the weight-training neurons
 (their non-zero weights times the output positions) plus the input-gradient MACs of every layer the
@@ -103,7 +106,7 @@ class CostModel:
     """Costs of selections on one region, for one optimizer and one selector's extra state."""
 
     def __init__(self, region: Region, momentum: bool = False, neq: bool = False, probe_samples: int = 0,
-                 dense: bool = False, history: str = "recompute", probe_in_ram: bool = False):
+                 dense: bool = False, history: str = "recompute", probe_in_ram: bool = False, grad: bool = False):
         if history not in HISTORIES:
             raise UsageError(f"unknown NEq history '{history}'; choose one of {', '.join(HISTORIES)}")
         self.region = region
@@ -113,6 +116,7 @@ class CostModel:
         self.dense = bool(dense)
         self.history = history
         self.probe_in_ram = bool(probe_in_ram)
+        self.grad = bool(grad)
         # NEq tracks only the layers from here on (fit_candidates): a neuron whose path alone exceeds
         # the budget can never be selected, so the device keeps no state for it.
         self.first_candidate = 0
@@ -157,11 +161,20 @@ class CostModel:
         return int(sum(lay.channels * (per_position * lay.positions + NEQ_FLOATS_PER_NEURON * F32)
                        for lay in self.region.layers[self.first_candidate:]))
 
+    def grad_bytes(self) -> int:
+        """The gradient-signal scores' state: one float32 error-mass accumulator per candidate neuron."""
+        return F32 * len(self.candidates()) if self.grad else 0
+
+    def has_candidate_state(self) -> bool:
+        """Whether some state is kept per candidate neuron (then candidates are restricted)."""
+        return self.neq or self.grad
+
     def fit_candidates(self, budget_ram: int, budget_macs: int | None) -> int:
-        """With NEq state: the earliest layer L such that one neuron of layer L or later fits both budgets
-        with the NEq state of layers L and later; sets and returns first_candidate (0 if none fits)."""
+        """With per-candidate state (NEq, error mass): the earliest layer L such that one neuron of layer
+        L or later fits both budgets with the state of layers L and later; sets and returns
+        first_candidate (0 if none fits)."""
         self.first_candidate = 0
-        if not self.neq:
+        if not self.has_candidate_state():
             return 0
         for first in range(len(self.region.layers)):
             self.first_candidate = first
@@ -234,7 +247,9 @@ class CostModel:
             "weight_grad_macs": wg_macs, "input_grad_macs": in_macs,
             "probe_flash": 0 if self.probe_in_ram else self.probe_set_bytes(),
         }
-        ram = bd["master"] + bd["grads"] + bd["momentum"] + saved + errors + bd["neq"] + probe
+        if self.grad:  # only then: every other selector's breakdown stays as it was
+            bd["grad"] = self.grad_bytes()
+        ram = bd["master"] + bd["grads"] + bd["momentum"] + saved + errors + bd["neq"] + probe + bd.get("grad", 0)
         return Cost(int(ram), int(wg_macs + in_macs), bd)
 
     def full_selection(self) -> Selection:
@@ -249,7 +264,7 @@ class CostModel:
         """The cheapest single-neuron selection by RAM (and the layer it is in); with NEq state, over
         every choice of first candidate layer."""
         best, keep = None, self.first_candidate
-        for first in range(len(self.region.layers)) if self.neq else [keep]:
+        for first in range(len(self.region.layers)) if self.has_candidate_state() else [keep]:
             self.first_candidate = first
             for i, c in self.candidates():
                 cost = self.cost(_single(self, i, c, bias_only))
@@ -333,6 +348,8 @@ def too_small_message(cm: CostModel, budget_ram: int, budget_macs: int | None, b
     cost, layer = cm.smallest(bias_only)
     what = "one neuron's bias" if bias_only else "one neuron"
     extra = f", of which {cost.breakdown['neq'] + cost.breakdown['probe']:,} B NEq state" if cm.neq else ""
+    if cm.grad:
+        extra = f", of which {cost.breakdown['grad']:,} B error-mass accumulators"
     if cost.ram > budget_ram:
         return (f"--budget-ram {budget_ram:,} B is too small for even {what}: the smallest workable budget is "
                 f"{cost.ram:,} B ({what} of {layer}{extra})")

@@ -1,6 +1,6 @@
-"""Alternative NEq selection scores (bench/adapt measures them against `neq`; bench/README.md has the numbers).
+"""Alternative selection scores (bench/adapt measures them against `neq`; bench/README.md has the numbers).
 
-A score maps (selector, |nu| of its candidate neurons) to one value per candidate; the greedy of
+An NEq score (SCORES) maps (selector, |nu| of its candidate neurons) to one value per candidate; the greedy of
 budget.py adds neurons in decreasing score while both budgets hold, exactly as for `neq` (the path
 cost is always in the feasibility test). Scores use only what `neq` already keeps on the device (the
 velocities and the static costs), so their state and its accounting are `neq`'s (they are in
@@ -23,6 +23,30 @@ selectors.USES_NEQ): no extra RAM; the extra work is a few operations per candid
   through the candidates, and among the neurons it can afford the velocity still decides. State: the
   previous epoch's selection, which the device holds anyway until it builds the new one (a bitmap
   of the candidates; budget.py counts no selector's selection).
+
+Gradient-signal scores (GRAD_SCORES; not NEq: no velocities, so none of NEq's state). The signal is
+each candidate's error mass over the previous epoch's training samples, m_n = sum over samples and
+output positions of |d loss_sample / d o_n| (o_n: n's output before the activation). For a classifier
+neuron c that is sum_s |softmax_c(s) - onehot_c(s)|. The backward pass already computes that error
+for every channel of every layer it crosses (the logits down to the deepest selected layer: the
+error buffers budget.py counts), so on the device the mass is one |x| and one add per error element
+into a float32 accumulator per candidate neuron: 4 B per candidate, counted by
+budget.CostModel(grad=True), no extra backward work. The accumulators are read once to build the
+next epoch's selection and then zeroed; a candidate in a layer below the path holds a marker (-1,
+a mass is never negative) meaning "not computed". Epoch 0 has no mass yet and trains the --init
+warm-up. The sim (session.py) gets the same numbers from autograd (ErrorMass).
+- grad: m_n / cost_n, largest first, where cost_n is the neuron's own share of the budgets (as for
+  `neq`) plus the share of the whole backward path down to its layer (saved activations, error
+  buffers, input-gradient MACs; budget.CostModel.structure). Candidates whose error was not computed
+  come after every candidate whose error was. Why: a neuron's weight gradient is its error times its
+  inputs, so the largest error mass is roughly the largest gradient, and it moves as training fixes
+  a class (a built-in rotation). The path is charged in full because a conv neuron's mass sums over
+  all its output positions and its own cost is small: with the own cost alone (first tried, seed 0
+  at 40%) `grad` spends the budget on conv1's path, which bench/README.md shows is the worst use of
+  it. A deeper neuron must carry about path / own times a classifier neuron's mass to go first.
+- grad-explore: grad with neq-explore's rotation: observed candidates whose weights did not train in
+  the previous epoch rank first (by m_n / cost), then the others. State: the previous selection,
+  which the device holds anyway (as for neq-explore).
 """
 
 from __future__ import annotations
@@ -61,3 +85,39 @@ def _neq_explore(selector, nu: np.ndarray) -> np.ndarray:
 
 
 SCORES = {"neq-norm": _neq_norm, "neq-explore": _neq_explore}
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradient-signal scores (bench challengers: the device does not run them yet, so --device qemu
+# refuses them; they are not among the CLI's --selector choices).
+
+def _path_cost(selector) -> np.ndarray:
+    """Per candidate: its own share of the budgets plus the whole backward path down to its layer."""
+    cm, paths = selector.cm, {}
+    for i, _ in selector.neurons:
+        if i not in paths:
+            saved, errors, in_macs = cm.structure(i, frozenset([i]))
+            paths[i] = (saved + errors) / selector.budget_ram + (in_macs / selector.budget_macs if selector.budget_macs else 0.0)
+    return selector.cost + np.array([paths[i] for i, _ in selector.neurons])
+
+
+def _grad_base(selector, mass: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mass / path-inclusive cost, observed): NaN marks a candidate whose error the last epoch did not compute."""
+    observed = ~np.isnan(mass)
+    return np.where(observed, mass, 0.0) / _path_cost(selector), observed
+
+
+def _grad(selector, mass: np.ndarray) -> np.ndarray:
+    base, observed = _grad_base(selector, mass)
+    return np.where(observed, base, -1.0)  # unobserved candidates after every observed one
+
+
+def _grad_explore(selector, mass: np.ndarray) -> np.ndarray:
+    base, observed = _grad_base(selector, mass)
+    last = _trained(selector.last)
+    fresh = observed & np.array([n not in last for n in selector.neurons])
+    score = base + fresh * (float(base.max(initial=0.0)) + 1.0)
+    return np.where(observed, score, -1.0)
+
+
+GRAD_SCORES = {"grad": _grad, "grad-explore": _grad_explore}

@@ -18,6 +18,8 @@ both budgets, except `full`, which has none. All randomness comes from numpy gen
   layers (the channels with the largest weight norm); of all (k, m, r) within budget, the one training
   the most parameters (ties: fewer layers crossed, then larger r).
 - full: every neuron, no budget (the upper bound).
+- grad, grad-explore (scores.GRAD_SCORES, bench challengers the device does not run): after a
+  one-epoch warm-up, neurons ranked by the previous epoch's error mass (select's `errors`).
 Warm-up (`init`, the first two epochs of neq, neq-shuffled and cheapest): `su`, `random`, or
 `full-last-layer` (the last layer's neurons in order, as many as fit).
 """
@@ -27,12 +29,13 @@ from __future__ import annotations
 import numpy as np
 
 from edgeprune.adapt.budget import CostModel, Greedy, Selection, too_small_message
-from edgeprune.adapt.scores import SCORES  # alternative scores (scores.py)
+from edgeprune.adapt.scores import GRAD_SCORES, SCORES  # alternative scores (scores.py)
 from edgeprune.errors import UsageError
 
-SELECTORS = ("neq", "su", "random", "full", "cheapest", "neq-shuffled") + tuple(SCORES)
+SELECTORS = ("neq", "su", "random", "full", "cheapest", "neq-shuffled") + tuple(SCORES) + tuple(GRAD_SCORES)
 INITS = ("su", "random", "full-last-layer")
 USES_NEQ = ("neq", "neq-shuffled") + tuple(SCORES)
+USES_GRAD = tuple(GRAD_SCORES)  # keep an error-mass accumulator per candidate (budget.CostModel(grad=True))
 SU_FRACTIONS = (1.0, 0.5, 0.25, 0.125)
 _RANDOM, _SHUFFLE = 1, 2  # purposes in the seeds
 
@@ -48,6 +51,7 @@ class Selector:
         self.neurons = cm.neurons()
         self.budget_ram, self.budget_macs = budget_ram, budget_macs
         self._su: Selection | None = None
+        self.last: Selection | None = None  # the previous epoch's selection (grad-explore reads it)
         self.offset = 0  # velocities cover cm.neurons(); the candidates are its suffix from here
         if name != "full":
             if budget_ram is None:
@@ -64,8 +68,9 @@ class Selector:
             own_macs = np.array([cm.neuron_macs(i, c) for i, c in self.neurons], np.float64)
             self.cost = own_ram / budget_ram + (own_macs / budget_macs if budget_macs else 0.0)
 
-    def select(self, epoch: int, velocities: np.ndarray | None = None) -> Selection:
-        """The selection for `epoch` (0-based); velocities: nu per neuron of cm.neurons(), None during the warm-up."""
+    def select(self, epoch: int, velocities: np.ndarray | None = None, errors: np.ndarray | None = None) -> Selection:
+        """The selection for `epoch` (0-based); velocities: nu per neuron of cm.neurons(), None during the warm-up;
+        errors: the previous epoch's error mass per neuron of cm.neurons() (NaN: not computed), for GRAD_SCORES."""
         name = self.name
         if name == "full":
             return self.cm.full_selection()
@@ -73,6 +78,12 @@ class Selector:
             sel = self.su()
         elif name == "random":
             sel = self._random(epoch)
+        elif name in GRAD_SCORES:
+            if errors is None:
+                sel = self._warmup(epoch)
+            else:
+                mass = np.asarray(errors, np.float64)[self.offset:]
+                sel = self.greedy.run(self._order(-GRAD_SCORES[name](self, mass)))
         elif velocities is None:
             sel = self._warmup(epoch)
         elif name == "cheapest":
@@ -85,6 +96,7 @@ class Selector:
         if sel.is_empty():
             raise UsageError(too_small_message(self.cm, self.budget_ram, self.budget_macs, bias_only=(name == "su"))
                              or f"no neuron fits both budgets at once ({self.budget_ram:,} B, {self.budget_macs:,} MACs); raise --budget-ram or --budget-macs")
+        self.last = sel
         return sel
 
     def _order(self, key: np.ndarray) -> list[tuple[int, int]]:

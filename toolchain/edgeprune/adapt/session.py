@@ -11,6 +11,8 @@ Per epoch (0-based t):
   3. run the probe set forward and update the NEq velocities;
   4. measure accuracy on --eval-data (else on the probe set) with the adapted model: the int8 prefix
      plus the float32 region, which is what the device runs after adaptation.
+For the gradient-signal scores (selectors.USES_GRAD) step 2 also sums each neuron's error mass
+(ErrorMass), which step 1 of the next epoch reads.
 accuracy_before is the deployed int8 model's (TFLite Micro) accuracy on the same data; the float
 region's accuracy before training is reported too (accuracy_before_float).
 """
@@ -91,6 +93,31 @@ def _check_labels(y: np.ndarray, classes: int, path) -> None:
                          f"(labels 0..{classes - 1})")
 
 
+class ErrorMass:
+    """Per neuron of cm.neurons(), sum over an epoch's samples and output positions of |d loss_s / d o_n|
+    (o_n: the output before the activation, loss_s: one sample's cross-entropy); NaN for the layers
+    below the deepest selected one, whose errors the backward pass does not compute (scores.py)."""
+
+    def __init__(self, region, deepest: int | None):
+        self.region = region
+        self.observed = range(len(region.layers) if deepest is None else deepest, len(region.layers))
+        self.sums = [np.zeros(lay.channels) for lay in region.layers]
+
+    def add(self, logits, pre, y) -> None:
+        """One batch; the sim's extra autograd call (the device gets these errors from its backward pass)."""
+        import torch
+
+        if not self.observed:
+            return
+        outs = [pre[i] for i in self.observed]
+        loss_sum = torch.nn.functional.cross_entropy(logits, y, reduction="sum")  # per-sample errors, no 1/B
+        for i, g in zip(self.observed, torch.autograd.grad(loss_sum, outs, retain_graph=True)):
+            self.sums[i] += g.detach().abs().reshape(-1, self.region.layers[i].channels).double().sum(0).numpy()
+
+    def per_neuron(self) -> np.ndarray:
+        return np.concatenate([s if i in self.observed else np.full(len(s), np.nan) for i, s in enumerate(self.sums)])
+
+
 def adapt(opts: AdaptOptions, log=lambda msg: None, on_epoch=None) -> dict:
     """Run an adaptation session; returns the `adapt --json` dict. on_epoch(record) is called after each epoch."""
     if opts.device not in DEVICES:
@@ -110,7 +137,7 @@ def adapt(opts: AdaptOptions, log=lambda msg: None, on_epoch=None) -> dict:
     from edgeprune.adapt import region as R
     from edgeprune.adapt.budget import CostModel, parse_budget_macs, parse_budget_ram
     from edgeprune.adapt.neq import NEqTracker, neq_macs_per_epoch, probe_indices
-    from edgeprune.adapt.selectors import USES_NEQ, Selector
+    from edgeprune.adapt.selectors import USES_GRAD, USES_NEQ, Selector
 
     region = R.load_region(opts.dir)
     x, y = load_labelled_npz(opts.data, "--data")
@@ -125,8 +152,9 @@ def adapt(opts: AdaptOptions, log=lambda msg: None, on_epoch=None) -> dict:
         eval_inputs, ey, eval_on = inputs[probe], y[probe], "probe set"
 
     uses_neq = opts.selector in USES_NEQ
+    uses_grad = opts.selector in USES_GRAD
     cm = CostModel(region, momentum=opts.momentum > 0, neq=uses_neq, probe_samples=len(probe), history=opts.history,
-                   probe_in_ram=opts.probe_in_ram)
+                   probe_in_ram=opts.probe_in_ram, grad=uses_grad)
     full = cm.full_cost()
     budget_ram = parse_budget_ram(opts.budget_ram, full.ram) if opts.budget_ram is not None else None
     budget_macs = parse_budget_macs(opts.budget_macs, full.macs)
@@ -161,9 +189,10 @@ def adapt(opts: AdaptOptions, log=lambda msg: None, on_epoch=None) -> dict:
 
     records = []
     n = len(xr)
+    errors = None  # the last epoch's error mass per neuron (gradient-signal scores only)
     for epoch in range(opts.epochs):
         # cheapest only needs to know the warm-up is over; neq and neq-shuffled use the values.
-        sel = selector.select(epoch, tracker.velocities)
+        sel = selector.select(epoch, tracker.velocities, errors)
         cost = cm.cost(sel) if opts.selector != "full" else full
         masks = []
         for lay, (wm, bm), w, b in zip(region.layers, prune, sel.weights, sel.biases):
@@ -176,10 +205,16 @@ def adapt(opts: AdaptOptions, log=lambda msg: None, on_epoch=None) -> dict:
         buffers = [(torch.zeros_like(w), None if b is None else torch.zeros_like(b)) for w, b in params]
         order = np.random.default_rng([opts.seed, epoch, _ORDER]).permutation(n)
         losses = []
+        mass = ErrorMass(region, sel.deepest()) if uses_grad else None
         for start in range(0, n, opts.batch_size):
             idx = torch.tensor(order[start:start + opts.batch_size])
             leaves = [(w.clone().requires_grad_(True), None if b is None else b.clone().requires_grad_(True)) for w, b in params]
-            loss = torch.nn.functional.cross_entropy(R.forward(region, leaves, xr[idx]), y_t[idx])
+            if mass is None:
+                logits = R.forward(region, leaves, xr[idx])
+            else:  # hook: the same forward, keeping each layer's output for the error mass
+                logits, pre = R.forward(region, leaves, xr[idx], capture=True)
+                mass.add(logits, pre, y_t[idx])
+            loss = torch.nn.functional.cross_entropy(logits, y_t[idx])
             grads = torch.autograd.grad(loss, [t for pair in leaves for t in pair if t is not None])
             losses.append(float(loss.detach()) * len(idx))
             k = 0
@@ -199,6 +234,7 @@ def adapt(opts: AdaptOptions, log=lambda msg: None, on_epoch=None) -> dict:
                             d = buf
                         p.sub_(torch.where(m, opts.lr * d, torch.zeros_like(d)))
         tracker.observe(probe_outputs())
+        errors = mass.per_neuron() if mass is not None else None
         accuracy, eval_loss = evaluate()
         record = {
             "epoch": epoch + 1, "accuracy": accuracy, "loss": float(np.sum(losses) / n), "eval_loss": eval_loss,
@@ -208,7 +244,7 @@ def adapt(opts: AdaptOptions, log=lambda msg: None, on_epoch=None) -> dict:
             "at_equilibrium": (None if not uses_neq or tracker.velocities is None
                                else int((np.abs(tracker.velocities[selector.offset:]) < opts.eps).sum())),
             "candidates": len(selector.neurons),
-            "warmup": opts.selector not in ("full", "su", "random") and epoch < 2,
+            "warmup": opts.selector not in ("full", "su", "random") and epoch < (1 if uses_grad else 2),
             "ram_breakdown": {k: v for k, v in cost.breakdown.items() if not k.endswith("macs")},
         }
         records.append(record)
