@@ -28,7 +28,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -122,41 +121,16 @@ def kernel_sources() -> list[Path]:
     return [p for p in device_build.kernel_sources() if not p.name.startswith("train_")]
 
 
-def _headers_hash(*flags: str) -> str:
-    """Compiler, flags and every kernels_c header: what each object depends on besides its own source."""
-    h = hashlib.sha256(" ".join(flags).encode())
-    for p in sorted((KERNELS / "src").glob("*.h")) + sorted((KERNELS / "include").glob("*.h")):
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()[:16]
-
-
 def _cache_dir() -> Path:
     """Compiled kernel objects, next to the kernels_c they come from (EDGEPRUNE_CACHE overrides)."""
     return Path(os.environ.get("EDGEPRUNE_CACHE") or KERNELS.parent / "build" / "compile-cache")
 
 
 def kernel_objects(cc: str, flags: tuple[str, ...]) -> list[Path]:
-    """kernels_c compiled per compiler and flags into a cache folder, one object per source version
-    (a source's object is rebuilt when it or any header changes)."""
-    folder = _ensure(_cache_dir() / f"{Path(cc).name}-{_headers_hash(cc, *flags)}")
-    todo, objs = [], []
-    for src in kernel_sources():
-        obj = folder / f"{src.stem}-{hashlib.sha256(src.read_bytes()).hexdigest()[:12]}.o"
-        objs.append(obj)
-        if not obj.exists():
-            todo.append((src, obj))
-
-    def build(job) -> None:
-        src, obj = job
-        tmp = obj.with_suffix(f".{os.getpid()}.tmp")
-        _run([cc, *CFLAGS, *flags, "-ffunction-sections", "-fdata-sections", "-I", str(KERNELS / "include"),
-              "-c", str(src), "-o", str(tmp)], f"building {src.name} with {cc}")
-        os.replace(tmp, obj)  # atomic: a concurrent compile sees the whole object or none
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        list(pool.map(build, todo))
-    return objs
+    """kernels_c's inference kernels compiled with cc and flags, cached (device.build.cached_objects)."""
+    all_flags = (*CFLAGS, *flags, "-ffunction-sections", "-fdata-sections", "-I", str(KERNELS / "include"))
+    return device_build.cached_objects(cc, all_flags, kernel_sources(), _cache_dir() / Path(cc).name,
+                                       device_build.kernel_headers())
 
 
 def _ensure(p: Path) -> Path:
@@ -185,7 +159,7 @@ def scratch_library() -> ctypes.CDLL:
     objs = kernel_objects("gcc", flags)
     key = hashlib.sha256("".join(o.name for o in objs).encode()).hexdigest()[:16]
     if key not in _SCRATCH_LIB:
-        path = _cache_dir() / f"libep-scratch-{_headers_hash('gcc', *flags)}-{key}.so"
+        path = _cache_dir() / f"libep-scratch-{key}.so"  # the objects' names carry their sources, headers and flags
         if not path.exists():
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
             _run(["gcc", "-shared", *map(str, objs), "-lm", "-o", str(tmp)], "linking the kernels library")

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -137,6 +136,34 @@ def _digest(*parts: object, files: Iterable[Path] = ()) -> str:
     return h.hexdigest()[:16]
 
 
+def cached_objects(cc: str, flags: Sequence[str], sources: Sequence[Path], cache_dir: Path,
+                   depends_on: Sequence[Path] = ()) -> list[Path]:
+    """Each source compiled with `cc flags -c` into cache_dir, one object per version of the source,
+    the files it depends_on (headers), the compiler and the flags: while the kernels are being edited
+    only the changed files recompile. Objects are written atomically, so processes may share the cache."""
+    common = _digest(cc, tuple(flags), files=depends_on)
+    objs = [cache_dir / f"{src.stem}-{_digest(common, files=[src])}.o" for src in sources]
+    todo = [(src, obj) for src, obj in zip(sources, objs) if not obj.exists()]
+    if not todo:
+        return objs
+    cache_dir.mkdir(parents=True, exist_ok=True)
+
+    def one(job) -> None:
+        src, obj = job
+        tmp = obj.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp")
+        _run([cc, *flags, "-c", str(src), "-o", str(tmp)], f"{cc} on {src.name}")
+        os.replace(tmp, obj)  # atomic: a concurrent build sees the whole object or none
+
+    with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
+        list(pool.map(one, todo))
+    return objs
+
+
+def kernel_headers() -> list[Path]:
+    """What every kernels_c object depends on besides its own source."""
+    return [*(KERNELS / "include").glob("*.h"), *(KERNELS / "src").glob("*.h"), FIRMWARE / "markers.h"]
+
+
 def compile_objects(target: BuildTarget, sources: Sequence[Path], out_dir: Path, defines: Sequence[str] = (),
                     include_dirs: Sequence[Path] = (), extra_flags: Sequence[str] = ()) -> list[Path]:
     """Compile each source to out_dir/<stem>.o (two at a time: a 2-core machine is shared)."""
@@ -171,24 +198,12 @@ _LIBRARY_LOCK = threading.Lock()
 
 def _kernel_library(target: BuildTarget, defines: tuple[str, ...], cache_dir: Path,
                     extra_flags: tuple[str, ...] = ()) -> Path:
-    sources = [*kernel_sources(), FIRMWARE / "markers.c"]
-    headers = [*(KERNELS / "include").glob("*.h"), *(KERNELS / "src").glob("*.h"), FIRMWARE / "markers.h"]
-    common = _digest(target, tuple(defines), *((extra_flags,) if extra_flags else ()), files=headers)
-    obj_dir = cache_dir / f"{target.name}-objects"
-    objs = [obj_dir / f"{src.stem}-{_digest(common, files=[src])}.o" for src in sources]
+    flags = (*target.cflags, *extra_flags, *_define_flags(defines), f"-I{KERNELS / 'include'}", f"-I{FIRMWARE}")
+    objs = cached_objects(target.cc, flags, [*kernel_sources(), FIRMWARE / "markers.c"], cache_dir / f"{target.name}-objects",
+                          kernel_headers())
     lib = cache_dir / f"{target.name}-{_digest(*(o.name for o in objs))}" / "libep_kernels.a"
     if lib.exists():
         return lib
-    todo = [(src, obj) for src, obj in zip(sources, objs) if not obj.exists()]
-    if todo:
-        obj_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix="tmp-", dir=obj_dir))  # private to this build: other processes may share the cache
-        try:
-            built = compile_objects(target, [src for src, _ in todo], tmp, defines, extra_flags=extra_flags)
-            for new, (_, obj) in zip(built, todo):
-                os.replace(new, obj)  # atomic: concurrent builds never see half-written files
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     ar = "arm-none-eabi-ar" if target.bare_metal else "aarch64-linux-gnu-ar"
     lib.parent.mkdir(parents=True, exist_ok=True)
     tmp_lib = lib.parent / f"tmp-{os.getpid()}-{threading.get_ident()}.a"
