@@ -124,9 +124,9 @@ def run_on_device(opts, on_epoch=None, log=lambda msg: None, firmware: str | Pat
     "instructions_per_sample" per epoch)."""
     from edgeprune.adapt import region as R
     from edgeprune.adapt.budget import CostModel, Selection, parse_budget_macs, parse_budget_ram
-    from edgeprune.adapt.neq import neq_macs_per_epoch, probe_indices
+    from edgeprune.adapt.neq import neq_macs_per_epoch
     from edgeprune.adapt.selectors import USES_NEQ, Selector
-    from edgeprune.adapt.session import _check_labels, load_labelled_npz
+    from edgeprune.adapt.session import load_session_data
     from edgeprune.device.link import open_link
 
     if opts.epochs < 1 or opts.batch_size < 1 or opts.probe_per_class < 1:
@@ -136,18 +136,9 @@ def run_on_device(opts, on_epoch=None, log=lambda msg: None, firmware: str | Pat
     if opts.batch_size > 0xFFFF:
         raise UsageError("--batch-size must be at most 65535 on the device")
     region = R.load_region(opts.dir)
-    x, y = load_labelled_npz(opts.data, "--data")
-    _check_labels(y, region.num_classes, opts.data)
-    inputs = R.model_inputs(region, x, f"{opts.data}:x")
     if region.model_input_quant is None:
         raise UsageError("--device qemu needs a model with int8 input (the samples cross the wire as the model's input)")
-    probe = probe_indices(y, opts.probe_per_class, opts.seed)
-    if opts.eval_data is not None:
-        ex, ey = load_labelled_npz(opts.eval_data, "--eval-data")
-        _check_labels(ey, region.num_classes, opts.eval_data)
-        eval_inputs, eval_on = R.model_inputs(region, ex, f"{opts.eval_data}:x"), "eval-data"
-    else:
-        eval_inputs, ey, eval_on = inputs[probe], y[probe], "probe set"
+    inputs, y, probe, eval_inputs, ey, eval_on = load_session_data(opts, region)
 
     uses_neq = opts.selector in USES_NEQ
     if opts.selector not in SELECTOR_CODES:

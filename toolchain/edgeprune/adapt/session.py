@@ -118,6 +118,25 @@ class ErrorMass:
         return np.concatenate([s if i in self.observed else np.full(len(s), np.nan) for i, s in enumerate(self.sums)])
 
 
+def load_session_data(opts: AdaptOptions, region):
+    """The checked samples of a session, shared by the sim and the device: (inputs as the model takes
+    them, labels, probe indices, evaluation inputs, evaluation labels, what the evaluation runs on)."""
+    from edgeprune.adapt import region as R
+    from edgeprune.adapt.neq import probe_indices
+
+    x, y = load_labelled_npz(opts.data, "--data")
+    _check_labels(y, region.num_classes, opts.data)
+    inputs = R.model_inputs(region, x, f"{opts.data}:x")
+    probe = probe_indices(y, opts.probe_per_class, opts.seed)
+    if opts.eval_data is not None:
+        ex, ey = load_labelled_npz(opts.eval_data, "--eval-data")
+        _check_labels(ey, region.num_classes, opts.eval_data)
+        eval_inputs, eval_on = R.model_inputs(region, ex, f"{opts.eval_data}:x"), "eval-data"
+    else:
+        eval_inputs, ey, eval_on = inputs[probe], y[probe], "probe set"
+    return inputs, y, probe, eval_inputs, ey, eval_on
+
+
 def adapt(opts: AdaptOptions, log=lambda msg: None, on_epoch=None) -> dict:
     """Run an adaptation session; returns the `adapt --json` dict. on_epoch(record) is called after each epoch."""
     if opts.device not in DEVICES:
@@ -136,20 +155,11 @@ def adapt(opts: AdaptOptions, log=lambda msg: None, on_epoch=None) -> dict:
 
     from edgeprune.adapt import region as R
     from edgeprune.adapt.budget import CostModel, parse_budget_macs, parse_budget_ram
-    from edgeprune.adapt.neq import NEqTracker, neq_macs_per_epoch, probe_indices
+    from edgeprune.adapt.neq import NEqTracker, neq_macs_per_epoch
     from edgeprune.adapt.selectors import USES_GRAD, USES_NEQ, Selector
 
     region = R.load_region(opts.dir)
-    x, y = load_labelled_npz(opts.data, "--data")
-    _check_labels(y, region.num_classes, opts.data)
-    inputs = R.model_inputs(region, x, f"{opts.data}:x")
-    probe = probe_indices(y, opts.probe_per_class, opts.seed)
-    if opts.eval_data is not None:
-        ex, ey = load_labelled_npz(opts.eval_data, "--eval-data")
-        _check_labels(ey, region.num_classes, opts.eval_data)
-        eval_inputs, eval_on = R.model_inputs(region, ex, f"{opts.eval_data}:x"), "eval-data"
-    else:
-        eval_inputs, ey, eval_on = inputs[probe], y[probe], "probe set"
+    inputs, y, probe, eval_inputs, ey, eval_on = load_session_data(opts, region)
 
     uses_neq = opts.selector in USES_NEQ
     uses_grad = opts.selector in USES_GRAD
