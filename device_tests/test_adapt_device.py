@@ -58,8 +58,8 @@ def _both(setup, monkeypatch, **kw):
     chosen = []
     select = selectors.Selector.select
 
-    def recording(self, epoch, velocities=None):
-        sel = select(self, epoch, velocities)
+    def recording(self, epoch, velocities=None, errors=None):
+        sel = select(self, epoch, velocities, errors)
         chosen.append(sel.as_lists())
         return sel
 

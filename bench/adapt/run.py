@@ -383,6 +383,9 @@ def plot(res: dict, out_dir: Path, prefix: str = "adapt") -> list[str]:
     shifts = res["setup"]["shifts"]
     budgets = res["setup"]["budgets"]
     methods = res["setup"]["methods"]
+    # One colour per method: the default cycle repeats after 10, and a study has up to 12 methods.
+    palette = list(plt.get_cmap("tab10").colors) + ["black", "gold"]
+    color = {m: palette[k % len(palette)] for k, m in enumerate(methods)}
     paths = []
     # accuracy vs epoch: one panel per shift and budget
     fig, axes = plt.subplots(len(shifts), len(budgets), figsize=(3.4 * len(budgets), 3.0 * len(shifts)), squeeze=False, sharey="row")
@@ -393,7 +396,7 @@ def plot(res: dict, out_dir: Path, prefix: str = "adapt") -> list[str]:
                 c = next((c for c in cells if c["shift"] == shift and c["method"] == m and c["budget"] == budget), None)
                 if c:
                     ys = [c["accuracy_before"]] + c["accuracy_per_epoch"]
-                    ax.plot(range(len(ys)), ys, label=m, lw=2 if m in CHALLENGERS else 1, ls="--" if m == "full" else "-")
+                    ax.plot(range(len(ys)), ys, label=m, color=color[m], lw=2 if m in CHALLENGERS else 1, ls="--" if m == "full" else "-")
             ax.set_title(f"{shift}, budget {budget}% of full's RAM", fontsize=9)
             ax.set_xlabel("epoch")
             if j == 0:
@@ -414,7 +417,7 @@ def plot(res: dict, out_dir: Path, prefix: str = "adapt") -> list[str]:
             cs = sorted((c for c in cells if c["shift"] == shift and c["method"] == m), key=lambda c: c["budget"])
             if cs:
                 ax.errorbar([c["budget"] for c in cs], [c["accuracy_after"] for c in cs],
-                            yerr=[c["accuracy_after_std"] / max(1, c["seeds"]) ** 0.5 for c in cs], label=m, capsize=2,
+                            yerr=[c["accuracy_after_std"] / max(1, c["seeds"]) ** 0.5 for c in cs], label=m, color=color[m], capsize=2,
                             lw=2 if m in CHALLENGERS else 1, ls="--" if m == "full" else "-")
         ax.axhline(cs[0]["accuracy_before"] if cs else 0, color="grey", lw=0.8, ls=":", label="before")
         ax.set_xscale("log")
