@@ -370,10 +370,10 @@ def bench(dir, device, target, plot, no_plot, input_path, as_json):
 @click.option("--selector", type=click.Choice(["neq", "su", "random", "full", "cheapest", "neq-shuffled", "neq-norm", "neq-explore"]),
               default="neq", show_default=True, help="neq-norm and neq-explore: the alternative scores of bench/adapt (adapt/scores.py).")
 @click.option("--init", type=click.Choice(["su", "random", "full-last-layer"]), default="su", show_default=True,
-              help="Selection of the first two epochs of neq, neq-shuffled and cheapest (before velocities exist).")
+              help="Selection of the first two epochs of the velocity selectors and cheapest (before velocities exist).")
 @click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="sim", show_default=True, help="sim (PyTorch on the host, what the device would do) or qemu (the Cortex-M7 firmware's adaptation mode).")
+@click.option("--device", default="sim", show_default=True, help="sim (PyTorch on the host, what the device would do) or qemu (the firmware's adaptation mode on DIR's emulated board).")
 @click.option("--rollback", is_flag=True, help="Return the device to the factory weights (needs a device).")
 @click.option("--lr", type=float, default=0.1, show_default=True, help="SGD learning rate (mean loss over the batch).")
 @click.option("--momentum", type=float, default=0.0, show_default=True, help="SGD momentum (its buffers count against the budget).")
