@@ -2,11 +2,9 @@
  * flash) mirrors a host file through semihosting, so the slots survive QEMU restarts and kills.
  *
  * The host passes the file as a semihosting argument `ep_store=<path>` (QemuLink(..., store=));
- * at boot the file is read into the region (a missing or short file is blank flash, 0xFF). Every
- * flash operation is then written through to the file, one semihosting write per 256-byte
- * program page or 4 KiB erase chunk, so a kill between two writes leaves the file torn exactly
- * as a power cut leaves flash. Erase goes from the slot's end to its start, so a cut mid-erase
- * leaves a header whose payload is half gone (the CRC's job). Programming ANDs like flash does.
+ * at boot the file is read into the region (a missing or short file is blank flash, 0xFF). The
+ * flash operations (flash_mirror.c) write each page or erase chunk through to the file with one
+ * semihosting write, so a kill between two writes leaves the file torn as a power cut leaves flash.
  *
  * `ep_gate=<path>` (power-cut tests): a FIFO from which one byte is read before each operation,
  * so the host can stop the device at an exact operation. Without `ep_store=` the region is
@@ -16,11 +14,10 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "flash_mirror.h"
 #include "param_store.h"
 
-#define REGION_BYTES (2u * EP_STORE_SLOT_BYTES)
-#define PAGE_BYTES 256u
-#define ERASE_CHUNK 4096u
+#define REGION_BYTES EP_MIRROR_BYTES
 
 #define SYS_OPEN 0x01u
 #define SYS_WRITE 0x05u
@@ -31,10 +28,6 @@
 #define MODE_RB 1u
 #define MODE_RPLUSB 3u
 #define MODE_WPLUSB 7u
-
-#if EP_STORE_SLOT_BYTES % ERASE_CHUNK != 0
-#error "EP_STORE_SLOT_BYTES must be a multiple of the 4 KiB erase chunk"
-#endif
 
 extern uint8_t __ep_store_start__[]; /* the linker script: the end of FLASH */
 
@@ -54,8 +47,13 @@ static int32_t open_file(const char *path, uint32_t len, uint32_t mode)
     return semihost(SYS_OPEN, args);
 }
 
+uint8_t *ep_mirror(void)
+{
+    return __ep_store_start__;
+}
+
 /* Writes n bytes of the region, from its offset `at`, to the same place in the file. */
-static int write_through(uint32_t at, uint32_t n)
+int ep_mirror_write_through(uint32_t at, uint32_t n)
 {
     if (file < 0) {
         return 0;
@@ -65,7 +63,7 @@ static int write_through(uint32_t at, uint32_t n)
     return semihost(SYS_SEEK, seek) == 0 && semihost(SYS_WRITE, write) == 0 ? 0 : -1;
 }
 
-static void wait_gate(void)
+void ep_mirror_gate(void)
 {
     if (gate >= 0) {
         uint8_t token;
@@ -137,46 +135,10 @@ int ep_flash_init(void)
         file = -1;
         return 0;
     }
-    if (have < REGION_BYTES && write_through(have, REGION_BYTES - have) != 0) {
+    if (have < REGION_BYTES && ep_mirror_write_through(have, REGION_BYTES - have) != 0) {
         return 0; /* short file: pad it like blank flash */
     }
     return 1;
-}
-
-const uint8_t *ep_flash_slot(uint32_t slot)
-{
-    return __ep_store_start__ + slot * EP_STORE_SLOT_BYTES;
-}
-
-int ep_flash_erase_slot(uint32_t slot)
-{
-    const uint32_t base = slot * EP_STORE_SLOT_BYTES;
-    for (uint32_t end = EP_STORE_SLOT_BYTES; end > 0; end -= ERASE_CHUNK) {
-        wait_gate();
-        memset(__ep_store_start__ + base + end - ERASE_CHUNK, 0xFF, ERASE_CHUNK);
-        if (write_through(base + end - ERASE_CHUNK, ERASE_CHUNK) != 0) {
-            return -1;
-        }
-    }
-    return 0;
-}
-
-int ep_flash_program(uint32_t slot, uint32_t offset, const uint8_t *data, uint32_t n)
-{
-    const uint32_t base = slot * EP_STORE_SLOT_BYTES + offset;
-    for (uint32_t done = 0; done < n;) {
-        const uint32_t k = n - done < PAGE_BYTES ? n - done : PAGE_BYTES;
-        wait_gate();
-        uint8_t *dst = __ep_store_start__ + base + done;
-        for (uint32_t i = 0; i < k; ++i) {
-            dst[i] &= data[done + i]; /* flash only clears bits */
-        }
-        if (write_through(base + done, k) != 0) {
-            return -1;
-        }
-        done += k;
-    }
-    return 0;
 }
 
 #endif /* EP_WITH_STORE on Cortex-M */

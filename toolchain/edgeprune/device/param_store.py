@@ -43,7 +43,7 @@ STORE_FILE = "param_store.bin"
 @dataclass(frozen=True)
 class StoreLayout:
     slot_bytes: int  # one slot = one erase unit of the part
-    backend: str  # firmware/ source of the flash backend
+    backend: tuple[str, ...]  # firmware/ sources of the flash backend
     defines: tuple[str, ...] = ()
     linker_reserved: bool = True  # a Cortex-M board: its linker script reserves the slots at the end of FLASH
 
@@ -53,12 +53,13 @@ class StoreLayout:
 # slots hold it dense with room to spare on the 1 MiB and 2 MiB parts (12.5% / 6% of the flash). The
 # 512 KiB M4 profile gets 32 KiB slots (the non-zero weights; 12.5% of its flash). On the STM32F746 a
 # slot must be a whole erase sector and the last ones are 256 KiB: the store takes sectors 6 and 7.
+_QEMU = ("flash_qemu.c", "flash_mirror.c")  # a RAM mirror written through to a host file
 LAYOUTS: dict[str, StoreLayout] = {
-    "qemu-mps2-an500": StoreLayout(64 * KiB, "flash_qemu.c"),
-    "qemu-mps2-an386": StoreLayout(32 * KiB, "flash_qemu.c"),
-    "qemu-mps3-an547": StoreLayout(64 * KiB, "flash_qemu.c"),
-    "stm32f746-disco": StoreLayout(256 * KiB, "flash_stm32f7.c"),
-    "linux-arm64": StoreLayout(64 * KiB, "flash_posix.c", linker_reserved=False),  # a file (EP_STORE_FILE)
+    "qemu-mps2-an500": StoreLayout(64 * KiB, _QEMU),
+    "qemu-mps2-an386": StoreLayout(32 * KiB, _QEMU),
+    "qemu-mps3-an547": StoreLayout(64 * KiB, _QEMU),
+    "stm32f746-disco": StoreLayout(256 * KiB, ("flash_stm32f7.c",)),
+    "linux-arm64": StoreLayout(64 * KiB, ("flash_posix.c", "flash_mirror.c"), linker_reserved=False),  # a file (EP_STORE_FILE)
 }
 
 
@@ -71,7 +72,7 @@ def store_build(board: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str
     defines = ("EP_WITH_STORE", f"EP_STORE_SLOT_BYTES={layout.slot_bytes}u", *layout.defines)
     reserved = 2 * layout.slot_bytes if layout.linker_reserved else 0
     link = (f"-Wl,--defsym=__ep_store_bytes__={reserved}",) if reserved else ()
-    return ("param_store.c", layout.backend), defines, link, reserved
+    return ("param_store.c", *layout.backend), defines, link, reserved
 
 
 def model_hash_bytes(model_hash: str) -> bytes:
