@@ -101,10 +101,13 @@ def prepare(work: Path = WORK) -> tuple[Path, dict[str, tuple[Path, Path]]]:
 
 
 def library_hash(deployed: Path) -> str:
-    """Of the adaptation library (and this folder's score/accounting code) and the deployed model:
+    """Of the adaptation library, the compiler modules that read the model (and this folder's
+    score/accounting code) and the deployed model:
     a cached run is reused only while all of them are unchanged."""
     h = hashlib.sha256((deployed / "model.tflite").read_bytes())
-    files = sorted((ROOT / "toolchain" / "edgeprune" / "adapt").glob("*.py")) + [Path(__file__).parent / "lean.py"]
+    package = ROOT / "toolchain" / "edgeprune"
+    # The compiler's reader and passes build the region from the .tflite: they key the runs too.
+    files = sorted((package / "adapt").glob("*.py")) + sorted((package / "compile").glob("*.py")) + [Path(__file__).parent / "lean.py"]
     for path in files:
         if path.name in ("device.py", "region_c.py", "scores.py"):
             continue  # the device side does not change what the simulation computes; scores: score_hash
