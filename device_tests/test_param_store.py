@@ -319,7 +319,7 @@ def test_damaged_files_fall_back(fw, tmp_path):
 
 def _store_code_bytes(elf: Path) -> int:
     """Bytes of the store's own functions and data in a linked ELF: the local symbols of
-    param_store.c / flash_*.c and the global ep_store_* / ep_flash_* ones."""
+    param_store.c / flash_*.c and the global ep_store_* / ep_flash_* / ep_mirror* ones."""
     from elftools.elf.elffile import ELFFile
 
     total, in_store = 0, False
@@ -329,7 +329,7 @@ def _store_code_bytes(elf: Path) -> int:
             if kind == "STT_FILE":
                 in_store = sym.name == "param_store.c" or sym.name.startswith("flash_")
             elif kind in ("STT_FUNC", "STT_OBJECT") and sym["st_shndx"] != "SHN_UNDEF" and (
-                    (bind == "STB_LOCAL" and in_store) or sym.name.startswith(("ep_store_", "ep_flash_"))):
+                    (bind == "STB_LOCAL" and in_store) or sym.name.startswith(("ep_store_", "ep_flash_", "ep_mirror"))):
                 total += sym["st_size"]
     return total
 
