@@ -137,6 +137,23 @@ def test_parity_other_selectors(setup, monkeypatch, case):
 
 
 @pytest.mark.parametrize("case", [
+    # the error mass ranks conv2's neurons against fc3's (the path to conv2 fits 40%)
+    dict(selector="grad", budget_ram="40%", epochs=4, seed=0),
+    # bench/adapt's smallest budget: part of fc3, rotated; a random warm-up and a MAC budget
+    dict(selector="grad-explore", init="random", budget_ram="5%", budget_macs="50%", epochs=3, seed=1),
+], ids=["grad-40%", "grad-explore-5%"])
+def test_parity_gradient_scores(setup, monkeypatch, case):
+    """The gradient-signal scores (scores.py): the device sums each candidate's error mass in its own
+    backward pass (4 B per candidate in the training pool, counted) and selects the sim's neurons."""
+    sim, dev = _both(setup, monkeypatch, **case)
+    _check_parity(sim, dev, str(case))
+    assert [r["warmup"] for r in dev["epochs"]] == [True] + [False] * (case["epochs"] - 1)  # one warm-up epoch
+    candidates = dev["epochs"][0]["candidates"]
+    assert dev["device_memory"]["persistent_training_state"] == 4 * candidates
+    assert all(r["ram_breakdown"]["grad"] == 4 * candidates for r in sim["epochs"] + dev["epochs"])
+
+
+@pytest.mark.parametrize("case", [
     # make demo's run: only fc3's 10 neurons are candidates (the conv layers' histories do not fit 10%)
     dict(selector="neq-explore", budget_ram="10%", epochs=4, seed=0),
     dict(selector="neq", budget_ram="40%", epochs=3, seed=0),

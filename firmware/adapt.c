@@ -28,13 +28,15 @@
 #error "the adaptation mode supports at most 5 region layers (the path-cost table)"
 #endif
 
-enum { SEL_NEQ, SEL_SU, SEL_RANDOM, SEL_FULL, SEL_CHEAPEST, SEL_NEQ_SHUFFLED, SEL_NEQ_NORM, SEL_NEQ_EXPLORE };
+enum { SEL_NEQ, SEL_SU, SEL_RANDOM, SEL_FULL, SEL_CHEAPEST, SEL_NEQ_SHUFFLED, SEL_NEQ_NORM, SEL_NEQ_EXPLORE, SEL_GRAD,
+       SEL_GRAD_EXPLORE };
 enum { INIT_SU, INIT_RANDOM, INIT_LAST };
 #define F_MOMENTUM 1u
 #define F_NEQ 2u
 #define F_RECOMPUTE 4u
 #define F_PROBE_IN_RAM 8u
 #define F_MACS 16u
+#define F_GRAD 32u /* error-mass accumulators (the gradient-signal scores) */
 #define HEADER_WORDS 17u
 /* Per candidate: 1 - v_prev, nu, then the cosine's three running sums: recompute: float (a-b).(a-b),
  * a.a, b.b; int8 history: int32 a.b, a.a, b.b (exact, held in the same 4 bytes each). */
@@ -98,7 +100,7 @@ static void *pool_alloc(uint32_t bytes)
 /* ---- the run's configuration (adapt_begin) */
 static int active;
 static uint32_t selector, init_policy, flags, budget_ram, budget_macs, first_candidate, probe_count;
-static uint32_t neq_bytes, probe_bytes, bytes_per_param, n_neurons;
+static uint32_t state_bytes, probe_bytes, bytes_per_param, n_neurons; /* state: the score's (NEq, or error mass) */
 static float lr, momentum, weight_decay, mu, eps;
 static uint32_t nparams[EP_ADAPT_NEURONS], nmacs[EP_ADAPT_NEURONS];
 static uint8_t nbias[EP_ADAPT_NEURONS], su_sel[EP_ADAPT_NEURONS];
@@ -109,6 +111,10 @@ static ep_param_layout_t layouts[EP_ADAPT_LAYERS];
 static int8_t probe_flash[EP_ADAPT_MAX_PROBE * EP_MODEL_INPUT_SIZE]; /* "flash": read in place */
 static const int8_t *probe;
 static float *neq_state;
+/* Per candidate: the error mass of the last epoch (sum of |d loss / d output|), -1 where the backward
+ * pass did not reach its layer (scores.py's gradient-signal scores). */
+static float *mass;
+static uint32_t batch_size; /* of the sample being trained: the error buffers hold d loss / batch */
 static int8_t *history;                         /* int8 history: o^{t-1} of every candidate, NULL with recompute */
 static uint32_t history_at[EP_ADAPT_LAYERS];    /* per candidate layer: its probe outputs' offset in history */
 static int history_ready;                       /* o^0 recorded (the first epoch does it before training) */
@@ -276,7 +282,7 @@ static void total_cost(uint64_t n_params, uint64_t wg_macs, int32_t deepest, uin
         errors = path_cost[deepest][wl][1];
         in_macs = path_cost[deepest][wl][2];
     }
-    *ram = n_params * bytes_per_param + saved + errors + neq_bytes + probe_bytes;
+    *ram = n_params * bytes_per_param + saved + errors + state_bytes + probe_bytes;
     *macs = wg_macs + in_macs;
 }
 
@@ -445,6 +451,29 @@ static void alt_scores(uint32_t policy, uint32_t first, uint32_t n_cand, double 
     }
 }
 
+/* scores.py's gradient-signal scores (key: higher first): the last epoch's error mass over the
+ * neuron's own cost plus the whole backward path to its layer; unobserved candidates (-1) last.
+ * grad-explore: observed neurons whose weights did not train last epoch first. */
+static void grad_scores(uint32_t policy, uint32_t first, uint32_t n_cand, double *score)
+{
+    double top = 0.0;
+    for (uint32_t k = 0; k < n_cand; ++k) {
+        const uint32_t g = first + k;
+        const uint32_t *path = path_cost[neuron_layer[g]][1u << (uint32_t)neuron_layer[g]];
+        double path_share = (double)((uint64_t)path[0] + path[1]) / (double)budget_ram;
+        path_share += (flags & F_MACS) ? (double)path[2] / (double)budget_macs : 0.0;
+        score[k] = mass[k] < 0.0f ? 0.0 : (double)mass[k] / (own_cost(g) + path_share);
+        top = score[k] > top ? score[k] : top;
+    }
+    for (uint32_t k = 0; k < n_cand; ++k) {
+        if (mass[k] < 0.0f) {
+            score[k] = -1.0;
+        } else if (policy == SEL_GRAD_EXPLORE && !prev_w[first + k]) {
+            score[k] += top + 1.0;
+        }
+    }
+}
+
 /* ---- selection (selectors.Selector.select) */
 static int select_neurons(uint32_t epoch, const uint16_t *perm, uint32_t n_perm)
 {
@@ -456,7 +485,8 @@ static int select_neurons(uint32_t epoch, const uint16_t *perm, uint32_t n_perm)
     memset(sel_w, 0, sizeof sel_w);
     memset(sel_b, 0, sizeof sel_b);
     uint32_t policy = selector;
-    const int warmup = epoch < 2u;
+    const int grad = selector == SEL_GRAD || selector == SEL_GRAD_EXPLORE;
+    const int warmup = epoch < (grad ? 1u : 2u); /* the error mass exists after one epoch, velocities after two */
     if (selector != SEL_FULL && selector != SEL_SU && selector != SEL_RANDOM && warmup) {
         policy = init_policy == INIT_SU ? SEL_SU : (init_policy == INIT_RANDOM ? SEL_RANDOM : 100u);
     }
@@ -483,13 +513,18 @@ static int select_neurons(uint32_t epoch, const uint16_t *perm, uint32_t n_perm)
         if (policy == SEL_NEQ_SHUFFLED && n_perm != n_cand) {
             return -1;
         }
-        if (policy == SEL_NEQ_NORM || policy == SEL_NEQ_EXPLORE) {
+        if (grad) {
+            grad_scores(policy, first, n_cand, key);
+            for (uint32_t k = 0; k < n_cand; ++k) {
+                key[k] = -key[k];
+            }
+        } else if (policy == SEL_NEQ_NORM || policy == SEL_NEQ_EXPLORE) {
             alt_scores(policy, first, n_cand, key);
             for (uint32_t k = 0; k < n_cand; ++k) {
                 key[k] = -key[k];
             }
         }
-        for (uint32_t k = 0; k < n_cand && policy != SEL_NEQ_NORM && policy != SEL_NEQ_EXPLORE; ++k) {
+        for (uint32_t k = 0; k < n_cand && !grad && policy != SEL_NEQ_NORM && policy != SEL_NEQ_EXPLORE; ++k) {
             const double cost = own_cost(first + k);
             if (policy == SEL_CHEAPEST) {
                 key[k] = cost;
@@ -688,7 +723,7 @@ static int cmd_begin(const uint8_t *in, uint32_t n, uint8_t *out, uint32_t *out_
     eps = get_f32(in + 32);
     first_candidate = get_u32(in + 36);
     probe_count = get_u32(in + 40);
-    neq_bytes = get_u32(in + 44);
+    state_bytes = get_u32(in + 44);
     probe_bytes = get_u32(in + 48);
     bytes_per_param = get_u32(in + 52);
     n_neurons = nn;
@@ -707,13 +742,17 @@ static int cmd_begin(const uint8_t *in, uint32_t n, uint8_t *out, uint32_t *out_
         }
     }
     memcpy(su_sel, p, nn);
-    if (selector > SEL_NEQ_EXPLORE || init_policy > INIT_LAST || first_candidate >= L ||
+    if (selector > SEL_GRAD_EXPLORE || init_policy > INIT_LAST || first_candidate >= L ||
         probe_count > EP_ADAPT_MAX_PROBE) {
         return refuse(out, out_n, "adapt_begin: bad selector, init, first candidate layer or probe count");
     }
-    const int needs_velocities = selector == SEL_NEQ || selector == SEL_NEQ_SHUFFLED || selector >= SEL_NEQ_NORM;
+    const int needs_velocities = selector == SEL_NEQ || selector == SEL_NEQ_SHUFFLED || selector == SEL_NEQ_NORM ||
+                                 selector == SEL_NEQ_EXPLORE;
     if (needs_velocities != ((flags & F_NEQ) != 0u)) {
         return refuse(out, out_n, "adapt_begin: the NEq state flag does not match the selector");
+    }
+    if ((selector == SEL_GRAD || selector == SEL_GRAD_EXPLORE) != ((flags & F_GRAD) != 0u)) {
+        return refuse(out, out_n, "adapt_begin: the error-mass flag does not match the selector");
     }
     const uint32_t recompute = (flags & F_NEQ) && (flags & F_RECOMPUTE);
     if ((flags & F_RECOMPUTE) && !recompute) {
@@ -742,9 +781,11 @@ static int cmd_begin(const uint8_t *in, uint32_t n, uint8_t *out, uint32_t *out_
         return refuse(out, out_n, "the int8 NEq history's sums would overflow: a candidate layer has more than 133144 "
                                   "probe samples x output positions; lower --probe-per-class or use --neq-history recompute");
     }
-    const uint32_t state_bytes = (flags & F_NEQ) ? (nn - (uint32_t)layer_first[first_candidate]) * NEQ_FLOATS * 4u : 0u;
-    if (neq_bytes != state_bytes + history_bytes) {
-        return refuse(out, out_n, "adapt_begin: NEq state size disagrees with the candidates");
+    const uint32_t n_cand = nn - (uint32_t)layer_first[first_candidate];
+    const uint32_t velocity_bytes = (flags & F_NEQ) ? n_cand * NEQ_FLOATS * 4u : 0u;
+    const uint32_t mass_bytes = (flags & F_GRAD) ? n_cand * 4u : 0u;
+    if (state_bytes != velocity_bytes + history_bytes + mass_bytes) {
+        return refuse(out, out_n, "adapt_begin: the score's state size disagrees with the candidates");
     }
     if (probe_bytes != 0u && probe_bytes != probe_count * EP_MODEL_INPUT_SIZE) {
         return refuse(out, out_n, "adapt_begin: the probe set's RAM disagrees with the probe count");
@@ -765,13 +806,23 @@ static int cmd_begin(const uint8_t *in, uint32_t n, uint8_t *out, uint32_t *out_
     neq_state = NULL;
     if (flags & F_NEQ) {
         history = int8_history ? (int8_t *)pool_alloc(history_bytes) : NULL;
-        neq_state = (float *)pool_alloc(state_bytes);
+        neq_state = (float *)pool_alloc(velocity_bytes);
         if (neq_state == NULL || (int8_history && history == NULL)) {
             return refuse(out, out_n, "the NEq state does not fit the training pool");
         }
-        memset(neq_state, 0, state_bytes);
+        memset(neq_state, 0, velocity_bytes);
         if (history != NULL) {
             memset(history, 0, history_bytes);
+        }
+    }
+    mass = NULL;
+    if (flags & F_GRAD) {
+        mass = (float *)pool_alloc(mass_bytes);
+        if (mass == NULL) {
+            return refuse(out, out_n, "the error-mass accumulators do not fit the training pool");
+        }
+        for (uint32_t k = 0; k < n_cand; ++k) {
+            mass[k] = -1.0f; /* nothing observed before the first epoch */
         }
     }
     pool_keep = pool_used;
@@ -917,6 +968,12 @@ static int cmd_epoch(const uint8_t *in, uint32_t n, uint8_t *out, uint32_t *out_
     if (prev != NULL) {
         memcpy(prev, master, bytes);
     }
+    if (mass != NULL) { /* this epoch's error mass: observed from the deepest selected layer up */
+        const uint32_t first = (uint32_t)layer_first[first_candidate];
+        for (uint32_t g = first; g < n_neurons; ++g) {
+            mass[g - first] = neuron_layer[g] >= deepest_layer ? 0.0f : -1.0f;
+        }
+    }
     samples_seen = 0;
     loss_sum = 0.0;
     in_epoch = 1;
@@ -974,6 +1031,16 @@ static void layer_backward(const ep_adapt_step_t *st, int32_t step_index)
         const float *y = act[st->tout];
         for (int32_t i = 0; i < st->out_size; ++i) {
             g_out[i] = (y[i] > 0.0f && y[i] < 6.0f) ? g_out[i] : 0.0f;
+        }
+    }
+    if (mass != NULL && st->layer >= (int32_t)first_candidate) { /* |d loss / d output| per channel, per sample */
+        float *m = mass + (layer_first[st->layer] - layer_first[first_candidate]);
+        for (int32_t c = 0; c < L->channels; ++c) {
+            float sum = 0.0f;
+            for (int32_t p = 0; p < L->positions; ++p) {
+                sum += fabsf(g_out[p * L->channels + c]);
+            }
+            m[c] += sum * (float)batch_size; /* the buffers hold d loss / batch; the mass is per sample */
         }
     }
     float dense[EP_ADAPT_MAX_CHANNEL_SIZE]; /* one channel's weight gradient, then packed to its non-zeros */
@@ -1079,6 +1146,7 @@ static int cmd_sample(const uint8_t *in, uint32_t n, uint8_t *out, uint32_t *out
     if (label >= (uint32_t)EP_ADAPT_CLASSES || batch == 0u) {
         return refuse(out, out_n, "adapt_sample: label out of range or batch size 0");
     }
+    batch_size = batch;
     ep_region_begin();
     if (run_prefix((const int8_t *)in + 4, act[0]) != 0) {
         ep_region_end();

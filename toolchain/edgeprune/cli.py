@@ -367,10 +367,14 @@ def bench(dir, device, target, plot, no_plot, input_path, as_json):
 @click.option("--budget-ram", default="20%", show_default=True,
               help="Training RAM: bytes (6144, 6KiB = 6*1024, 6kB = 6*1000) or a share of what full training needs (20%).")
 @click.option("--budget-macs", default=None, help="Backward MACs per training sample: 400000, 400k, 1.5M or 20% (of full's).")
-@click.option("--selector", type=click.Choice(["neq", "su", "random", "full", "cheapest", "neq-shuffled", "neq-norm", "neq-explore"]),
-              default="neq", show_default=True, help="neq-norm and neq-explore: the alternative scores of bench/adapt (adapt/scores.py).")
+@click.option("--selector", type=click.Choice(["neq", "su", "random", "full", "cheapest", "neq-shuffled", "neq-norm", "neq-explore",
+                                               "grad", "grad-explore"]),
+              default="neq", show_default=True,
+              help="neq-norm, neq-explore, grad and grad-explore: the alternative scores of bench/adapt (adapt/scores.py); "
+                   "grad ranks neurons by last epoch's error mass.")
 @click.option("--init", type=click.Choice(["su", "random", "full-last-layer"]), default="su", show_default=True,
-              help="Selection of the first two epochs of the velocity selectors and cheapest (before velocities exist).")
+              help="Selection of the warm-up (before velocities or error mass exist): the first two epochs of the velocity "
+                   "selectors and cheapest, the first epoch of grad and grad-explore.")
 @click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="sim", show_default=True, help="sim (PyTorch on the host, what the device would do) or qemu (the firmware's adaptation mode on DIR's emulated board).")

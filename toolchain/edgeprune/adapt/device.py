@@ -34,10 +34,17 @@ from edgeprune.errors import UsageError
 ADAPT_BEGIN, ADAPT_PROBE, ADAPT_EPOCH, ADAPT_SAMPLE, ADAPT_EPOCH_END, ADAPT_EVAL, ADAPT_END, ADAPT_RESET = range(0x10, 0x18)
 ERR_ADAPT = 9
 SELECTOR_CODES = {"neq": 0, "su": 1, "random": 2, "full": 3, "cheapest": 4, "neq-shuffled": 5, "neq-norm": 6,
-                  "neq-explore": 7}
+                  "neq-explore": 7, "grad": 8, "grad-explore": 9}
 NO_WARMUP = ("full", "su", "random")  # every other selector starts with the --init warm-up
 INIT_CODES = {"su": 0, "random": 1, "full-last-layer": 2}
-F_MOMENTUM, F_NEQ, F_RECOMPUTE, F_PROBE_IN_RAM, F_MACS = 1, 2, 4, 8, 16
+F_MOMENTUM, F_NEQ, F_RECOMPUTE, F_PROBE_IN_RAM, F_MACS, F_GRAD = 1, 2, 4, 8, 16, 32
+
+
+def warmup_epochs(selector: str) -> int:
+    """Epochs of the --init warm-up: until velocities exist (two epochs), or the error mass (one)."""
+    from edgeprune.adapt.selectors import USES_GRAD
+
+    return 0 if selector in NO_WARMUP else (1 if selector in USES_GRAD else 2)
 _RANDOM, _SHUFFLE, _ORDER = 1, 2, 3  # purposes in the seeds (selectors.py, session.py)
 FIRMWARE_DIR = "firmware-adapt"  # inside the model folder
 
@@ -69,10 +76,11 @@ def begin_payload(cm, selector, opts, budget_ram: int | None, budget_macs: int |
     uses_neq = cm.neq
     flags = (F_MOMENTUM if opts.momentum > 0 else 0) | (F_NEQ if uses_neq else 0) | (F_RECOMPUTE if cm.recompute else 0)
     flags |= (F_PROBE_IN_RAM if cm.probe_in_ram and uses_neq else 0) | (F_MACS if budget_macs is not None else 0)
+    flags |= F_GRAD if cm.grad else 0
     header = struct.pack(
         "<4I5f8I", SELECTOR_CODES[opts.selector], flags, 0xFFFFFFFF if budget_ram is None else budget_ram,
         0 if budget_macs is None else budget_macs, opts.lr, opts.momentum, opts.weight_decay, opts.mu, opts.eps,
-        cm.first_candidate, probe_count, cm.neq_bytes(), cm.probe_bytes(), cm.bytes_per_param,
+        cm.first_candidate, probe_count, cm.neq_bytes() + cm.grad_bytes(), cm.probe_bytes(), cm.bytes_per_param,
         len(cm.neurons()), n_layers, INIT_CODES[opts.init])
     neurons = b"".join(struct.pack("<IIB", cm.neuron_params(i, c), cm.neuron_macs(i, c), cm.neuron_params(i, c, True))
                        for i, c in cm.neurons())
@@ -92,7 +100,7 @@ def begin_payload(cm, selector, opts, budget_ram: int | None, budget_macs: int |
 def epoch_payload(opts, epoch: int, n_candidates: int) -> bytes:
     """adapt_epoch's payload: the epoch and, for the selectors that draw, numpy's permutation of the candidates."""
     perm = None
-    if opts.selector == "random" or (opts.selector not in NO_WARMUP and opts.init == "random" and epoch < 2):
+    if opts.selector == "random" or (opts.init == "random" and epoch < warmup_epochs(opts.selector)):
         perm = np.random.default_rng([opts.seed, epoch, _RANDOM]).permutation(n_candidates)
     elif opts.selector == "neq-shuffled" and epoch >= 2:
         perm = np.random.default_rng([opts.seed, epoch, _SHUFFLE]).permutation(n_candidates)
@@ -125,7 +133,7 @@ def run_on_device(opts, on_epoch=None, log=lambda msg: None, firmware: str | Pat
     from edgeprune.adapt import region as R
     from edgeprune.adapt.budget import CostModel, Selection, parse_budget_macs, parse_budget_ram
     from edgeprune.adapt.neq import neq_macs_per_epoch
-    from edgeprune.adapt.selectors import USES_NEQ, Selector
+    from edgeprune.adapt.selectors import USES_GRAD, USES_NEQ, Selector
     from edgeprune.adapt.session import load_session_data
     from edgeprune.device.link import open_link
 
@@ -145,7 +153,7 @@ def run_on_device(opts, on_epoch=None, log=lambda msg: None, firmware: str | Pat
         raise UsageError(f"--device qemu does not run selector '{opts.selector}' yet (it runs {', '.join(SELECTOR_CODES)}); "
                          "use --device sim")
     cm = CostModel(region, momentum=opts.momentum > 0, neq=uses_neq, probe_samples=len(probe), history=opts.history,
-                   probe_in_ram=opts.probe_in_ram)
+                   probe_in_ram=opts.probe_in_ram, grad=opts.selector in USES_GRAD)
     full = cm.full_cost()
     budget_ram = parse_budget_ram(opts.budget_ram, full.ram) if opts.budget_ram is not None else None
     budget_macs = parse_budget_macs(opts.budget_macs, full.macs)
@@ -226,7 +234,7 @@ def run_on_device(opts, on_epoch=None, log=lambda msg: None, firmware: str | Pat
                 "at_equilibrium": None if at_eq == 0xFFFFFFFF else int(at_eq),
                 "velocities": velocities,  # nu of the candidates the selection used (the device's own), or None
                 "candidates": n_cand,
-                "warmup": opts.selector not in NO_WARMUP and epoch < 2,
+                "warmup": epoch < warmup_epochs(opts.selector),
                 "ram_breakdown": {k: v for k, v in cost.breakdown.items() if not k.endswith("macs")},
             }
             if count_instructions:  # QEMU's instruction counts: a training sample (forward, backward, SGD), the NEq pass

@@ -88,8 +88,7 @@ SCORES = {"neq-norm": _neq_norm, "neq-explore": _neq_explore}
 
 
 # ---------------------------------------------------------------------------------------------
-# Gradient-signal scores (bench challengers: the device does not run them yet, so --device qemu
-# refuses them; they are not among the CLI's --selector choices).
+# Gradient-signal scores (firmware/adapt.c's grad_scores is the device's copy of these).
 
 def _path_cost(selector) -> np.ndarray:
     """Per candidate: its own share of the budgets plus the whole backward path down to its layer."""

@@ -18,7 +18,7 @@ both budgets, except `full`, which has none. All randomness comes from numpy gen
   layers (the channels with the largest weight norm); of all (k, m, r) within budget, the one training
   the most parameters (ties: fewer layers crossed, then larger r).
 - full: every neuron, no budget (the upper bound).
-- grad, grad-explore (scores.GRAD_SCORES, bench challengers the device does not run): after a
+- grad, grad-explore (scores.GRAD_SCORES; the device runs them too, firmware/adapt.c): after a
   one-epoch warm-up, neurons ranked by the previous epoch's error mass (select's `errors`).
 Warm-up (`init`, the first two epochs of neq, neq-shuffled and cheapest): `su`, `random`, or
 `full-last-layer` (the last layer's neurons in order, as many as fit).
