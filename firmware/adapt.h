@@ -4,9 +4,9 @@
  * The region (every layer after the first weighted one) is described by the generated adapt_region.c
  * (toolchain/edgeprune/adapt/region_c.py); the frozen int8 prefix is the generated adapt_prefix.c.
  * Every buffer training needs beyond inference (master copies, gradients, momentum, the NEq pre-epoch
- * copy or int8 history and state, saved activations, error buffers) comes from one static pool of EP_ADAPT_POOL_BYTES,
- * allocated exactly as toolchain/edgeprune/adapt/budget.py counts it, so the pool's high-water mark is
- * the measured training RAM. Built only with -DEP_WITH_ADAPT (build_firmware(..., adaptation=True)). */
+ * copy or int8 history and state, the gradient scores' error mass, saved activations, error buffers)
+ * comes from one static pool of EP_ADAPT_POOL_BYTES, allocated exactly as
+ * toolchain/edgeprune/adapt/budget.py counts it, so the pool's high-water mark is the measured training RAM. Built only with -DEP_WITH_ADAPT (build_firmware(..., adaptation=True)). */
 #ifndef EP_ADAPT_H_
 #define EP_ADAPT_H_
 

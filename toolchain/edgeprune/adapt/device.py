@@ -4,10 +4,11 @@ mode (firmware/adapt.c) on the emulated Cortex-M7, with the same JSON as `--devi
 The host does what is host-side in session.py (reading and checking the data, the probe set, the data
 order, numpy's random permutations) with the same code, and sends the device the constants of the model
 and the run: per-neuron parameter counts and backward MACs, the path costs of budget.CostModel.structure,
-the NEq state size, and su's static choice (selectors.su_selection, "chosen offline once"). The device
-keeps the probe set, selects the neurons each epoch (budget.Greedy and the selectors' scores ported to C,
-velocities it computes itself), trains them on the streamed samples, and reports its measured training
-RAM (the high-water mark of its static training pool) and stack peak.
+the size of the score's state (NEq, or the gradient scores' error mass), and su's static choice
+(selectors.su_selection, "chosen offline once"). The device keeps the probe set, selects the neurons
+each epoch (budget.Greedy and the selectors' scores ported to C, with the velocities or error mass it
+computes itself), trains them on the streamed samples, and reports its measured training RAM (the
+high-water mark of its static training pool) and stack peak.
 
 Both NEq histories of neq.py run on the device (`--neq-history`, flag 4 of adapt_begin): "recompute"
 keeps a pre-epoch copy of the trained parameters; "int8" keeps every candidate's outputs over the probe
