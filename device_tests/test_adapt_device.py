@@ -68,7 +68,8 @@ def _both(setup, monkeypatch, **kw):
     monkeypatch.undo()
     for record, sel in zip(sim["epochs"], chosen, strict=True):
         record.setdefault("selection", sel)
-    dev = run_on_device(_options(setup, device="qemu", **kw), firmware=setup[1])
+    firmware = setup[1] if kw.get("trainable_from") is None else None  # else built for that region
+    dev = run_on_device(_options(setup, device="qemu", **kw), firmware=firmware)
     return sim, dev
 
 
@@ -151,6 +152,19 @@ def test_parity_gradient_scores(setup, monkeypatch, case):
     candidates = dev["epochs"][0]["candidates"]
     assert dev["device_memory"]["persistent_training_state"] == 4 * candidates
     assert all(r["ram_breakdown"]["grad"] == 4 * candidates for r in sim["epochs"] + dev["epochs"])
+
+
+def test_parity_region_from_fc3(setup, monkeypatch):
+    """--trainable-from fc3: conv1 and conv2 run in the device's int8 prefix, as deployed; the device
+    keeps float32 copies of fc3 only (330 parameters), and still selects the sim's neurons."""
+    sim, dev = _both(setup, monkeypatch, selector="grad-explore", budget_ram="60%", epochs=3, seed=0, trainable_from="fc3")
+    _check_parity(sim, dev, "grad-explore 60%, region fc3")
+    assert dev["trainable_layers"] == ["fc3"] and dev["frozen_layers"] == ["conv0", "conv1", "conv2"]
+    assert 0 < max(sum(r["selected"].values()) for r in dev["epochs"][1:]) < 10  # part of fc3 fits 60%
+    m = dev["device_memory"]
+    assert m["adapted_parameters"] == 4 * (10 * 32 + 10)  # fc3's weights and biases, dense float32
+    # Everything on the device, arenas and stack included: under 20 KB (the default region's is over 80 KB).
+    assert m["float_forward_buffers"] < 5000 and dev["epochs"][-1]["device_ram_peak"] < 20_000
 
 
 @pytest.mark.parametrize("case", [
@@ -310,7 +324,7 @@ def test_cli_adapt_on_qemu_then_rollback(setup):
     assert all(e["peak_ram_measured"] <= out["budget_ram"] for e in out["epochs"])
     m = out["device_memory"]
     assert all(e["device_ram_peak"] == e["peak_ram_measured"] + e["stack_peak_measured"] + m["float_forward_buffers"]
-               + m["adapted_parameters"] + m["int8_arena"] for e in out["epochs"])
+               + m["adapted_parameters"] + m["int8_arena"] + m["prefix_arena"] for e in out["epochs"])
     assert out["saved_to_flash"] is True
 
     r = CliRunner().invoke(main, ["adapt", str(model), "--rollback", "--device", "qemu"])

@@ -832,7 +832,8 @@ static int cmd_begin(const uint8_t *in, uint32_t n, uint8_t *out, uint32_t *out_
     put_u32(out + 4, (uint32_t)(sizeof fwd_a + sizeof fwd_b + sizeof prefix_out));
     put_u32(out + 8, pool_keep);
     put_u32(out + 12, (uint32_t)sizeof params);
-    *out_n = 16;
+    put_u32(out + 16, EP_ADPREFIX_ARENA_SIZE); /* the int8 prefix's own activations */
+    *out_n = 20;
     return 0;
 }
 

@@ -257,11 +257,19 @@ def test_costs_match_c_cost_functions(lib, model):
         assert sparse.ram <= cost.ram and sparse.macs <= macs, f"{model} case {case}"
 
 
-@pytest.mark.parametrize("model", sorted(MODELS))
-def test_prefix_and_float_region(model):
+# (model, --trainable-from): the default region, and regions starting at a later layer, whose prefix
+# then holds more int8 layers (a depthwise conv and a max pool; a fully connected layer).
+REGIONS = [(m, None) for m in sorted(MODELS)] + [("conv_mean_fc", "conv2"), ("dw_pw_fc", "fc3"), ("fc_stack", "fc3")]
+
+
+@pytest.mark.parametrize("model, trainable_from", REGIONS)
+def test_prefix_and_float_region(model, trainable_from):
     """The int8 prefix output (TFLite Micro) through the float region tracks the whole int8 model's logits."""
     data = make_model(MODELS[model], in_shape=(6, 6, 2), seed=2, sparsity=0.3)
-    region = R.region_from_tflite(data)
+    region = R.region_from_tflite(data, trainable_from)
+    if trainable_from is not None:  # the region starts there; every weighted layer before it is frozen
+        assert region.layer_names[0] == trainable_from and trainable_from not in region.frozen
+        assert len(region.frozen) == int(trainable_from[-1])
     rng = np.random.default_rng(3)
     x = rng.uniform(0, 1, size=(16, 2, 6, 6)).astype(np.float32)  # NCHW like the training data
     inputs = R.model_inputs(region, x)
@@ -279,6 +287,13 @@ def test_prefix_and_float_region(model):
     deq = (np.stack([tflm(data, s[None]).reshape(-1) for s in inputs]).astype(np.float32) - out.zero_point[0]) * out.scale[0]
     span = float(out.scale[0]) * 255
     assert np.max(np.abs(deq - logits)) < 0.1 * span + 8 * float(out.scale[0]), model
+
+
+def test_trainable_from_names_the_choices():
+    data = make_model(MODELS["conv_mean_fc"], in_shape=(6, 6, 2), seed=2)
+    for bad in ("conv0", "fc9"):  # the first layer always stays int8; a layer the model lacks
+        with pytest.raises(UsageError, match=r"--trainable-from .*: the trainable region can start at conv1, conv2, fc3 "):
+            R.region_from_tflite(data, bad)
 
 
 def test_wrong_input_shape(tiny):

@@ -78,12 +78,27 @@ def test_adapt_table(setup):
     assert "su on sim, budget 8,192 B" in r.stdout and "before (deployed int8)" in r.stdout
 
 
+def test_adapt_trainable_from(setup):
+    """--trainable-from fc3: conv1 and conv2 join the int8 prefix; only fc3 trains, and full training
+    (the base of a % budget) is full training of fc3."""
+    model, d = setup
+    whole = json.loads(_adapt(setup, "--selector", "full", "--epochs", "1", "--json").stdout)
+    r = _adapt(setup, "--trainable-from", "fc3", "--budget-ram", "75%", "--selector", "random", "--epochs", "3", "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["trainable_layers"] == ["fc3"] and out["frozen_layers"] == ["conv0", "conv1", "conv2"]
+    assert out["full_ram"] < whole["full_ram"] and out["budget_ram"] == int(0.75 * out["full_ram"])
+    assert out["accuracy_before"] == whole["accuracy_before"]  # the same deployed model
+    assert all(set(e["selected"]) == {"fc3"} and e["ram_used"] <= out["budget_ram"] for e in out["epochs"])
+
+
 @pytest.mark.parametrize("flags, message", [
     (("--budget-ram", "6 parsecs"), "--budget-ram '6 parsecs' is not a budget"),
     (("--budget-macs", "12x"), "--budget-macs '12x' is not a budget"),
     (("--budget-ram", "16"), "too small for even one neuron: the smallest workable budget is"),
     (("--rollback",), "--rollback returns a device to its factory weights; the simulation keeps none: use --device qemu"),
     (("--device", "phone"), "unknown --device phone"),
+    (("--trainable-from", "conv0"), "--trainable-from conv0: the trainable region can start at conv1, conv2, fc3"),
 ])
 def test_adapt_bad_options(setup, flags, message):
     r = _adapt(setup, *flags)

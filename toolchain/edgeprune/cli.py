@@ -386,14 +386,17 @@ def bench(dir, device, target, plot, no_plot, input_path, as_json):
 @click.option("--neq-history", type=click.Choice(["recompute", "int8"]), default="recompute", show_default=True,
               help="How NEq gets last epoch's outputs: recompute them from a copy of the trained parameters, or store them in int8.")
 @click.option("--probe-in-ram", is_flag=True, help="Count the probe set in RAM (default: kept in flash, like the weights).")
+@click.option("--trainable-from", default=None, metavar="LAYER",
+              help="First layer of the trainable region (e.g. fc3; default: every weighted layer but the first). The layers "
+                   "before it stay int8, and the device keeps float32 copies of the region only.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def adapt(dir, data, eval_data, budget_ram, budget_macs, selector, init, epochs, seed, device, rollback, lr, momentum,
-          batch_size, probe_per_class, neq_history, probe_in_ram, as_json):
+          batch_size, probe_per_class, neq_history, probe_in_ram, trainable_from, as_json):
     """Adapt DIR's deployed model to new labelled data, training only the neurons that fit the budget."""
     from edgeprune.api import adapt as adapt_api
 
     if rollback:
-        adapt_api(dir, None, device=device, rollback=True)
+        adapt_api(dir, None, device=device, rollback=True, trainable_from=trainable_from)
         _console().print(f"{dir}: the device on {device} is back to its factory weights (adapted slots erased)")
         return
     if data is None:
@@ -402,7 +405,8 @@ def adapt(dir, data, eval_data, budget_ram, budget_macs, selector, init, epochs,
         raise UsageError("adapt needs --data (an .npz with x and y to adapt on), or --rollback")
     r = adapt_api(dir, data, eval_data=eval_data, budget_ram=budget_ram, budget_macs=budget_macs, selector=selector,
                   epochs=epochs, seed=seed, device=device, init=init, lr=lr, momentum=momentum, batch_size=batch_size,
-                  probe_per_class=probe_per_class, history=neq_history, probe_in_ram=probe_in_ram)
+                  probe_per_class=probe_per_class, history=neq_history, probe_in_ram=probe_in_ram,
+                  trainable_from=trainable_from)
     if as_json:
         click.echo(json.dumps(r, indent=2))
         return
@@ -432,7 +436,8 @@ def adapt(dir, data, eval_data, budget_ram, budget_macs, selector, init, epochs,
         if m:  # what the float32 region costs besides the budget (not counted by it)
             total = max(e.get("device_ram_peak") or 0 for e in r["epochs"])
             console.print(f"outside the budget: float32 region parameters {m['adapted_parameters']:,} B, float forward buffers "
-                          f"{m['float_forward_buffers']:,} B, int8 arena {m['int8_arena']:,} B; device RAM at its peak {total:,} B")
+                          f"{m['float_forward_buffers']:,} B, int8 arenas {m['int8_arena'] + m['prefix_arena']:,} B; "
+                          f"device RAM at its peak {total:,} B")
 
 
 if __name__ == "__main__":

@@ -50,9 +50,16 @@ _RANDOM, _SHUFFLE, _ORDER = 1, 2, 3  # purposes in the seeds (selectors.py, sess
 FIRMWARE_DIR = "firmware-adapt"  # inside the model folder
 
 
-def build_adapt_firmware(model_dir: str | Path, target: str | None = None) -> Path:
-    """The firmware with the adaptation mode for a compiled folder, built into DIR/firmware-adapt/;
-    target: default the one DIR was compiled for (its firmware.json), else cortex-m7."""
+def adapt_firmware_dir(model_dir: str | Path, trainable_from: str | None = None) -> Path:
+    """DIR/firmware-adapt/, or DIR/firmware-adapt-LAYER/ for a region starting at LAYER (each region has
+    its own firmware and its own parameter store file)."""
+    return Path(model_dir) / (FIRMWARE_DIR if trainable_from is None else f"{FIRMWARE_DIR}-{trainable_from}")
+
+
+def build_adapt_firmware(model_dir: str | Path, target: str | None = None, trainable_from: str | None = None) -> Path:
+    """The firmware with the adaptation mode for a compiled folder, built into adapt_firmware_dir;
+    target: default the one DIR was compiled for (its firmware.json), else cortex-m7; trainable_from:
+    the region's first layer (region.load_region)."""
     import json
 
     from edgeprune.device.firmware import FirmwareTooBig, build_firmware
@@ -60,9 +67,12 @@ def build_adapt_firmware(model_dir: str | Path, target: str | None = None) -> Pa
     if target is None:
         fw = Path(model_dir) / "firmware.json"
         target = json.loads(fw.read_text()).get("target", "cortex-m7") if fw.is_file() else "cortex-m7"
-    out = Path(model_dir) / FIRMWARE_DIR
+    from edgeprune.adapt.region import load_region
+
+    load_region(model_dir, trainable_from)  # a bad --trainable-from is refused here, in one line
+    out = adapt_firmware_dir(model_dir, trainable_from)
     try:
-        build_firmware(Path(model_dir), target, out_dir=out, adaptation=True)
+        build_firmware(Path(model_dir), target, out_dir=out, adaptation=True, trainable_from=trainable_from)
     except FirmwareTooBig as e:  # the training pool and the float32 region are static buffers
         what = str(e).split(";")[0].replace("model does not fit", "the adaptation firmware does not fit")
         raise FirmwareTooBig(f"{what}; adapt on a {target} model with --device sim, or compile for a target "
@@ -144,7 +154,7 @@ def run_on_device(opts, on_epoch=None, log=lambda msg: None, firmware: str | Pat
         raise UsageError("--lr must be positive, --momentum in [0, 1), --weight-decay non-negative")
     if opts.batch_size > 0xFFFF:
         raise UsageError("--batch-size must be at most 65535 on the device")
-    region = R.load_region(opts.dir)
+    region = R.load_region(opts.dir, opts.trainable_from)
     if region.model_input_quant is None:
         raise UsageError("--device qemu needs a model with int8 input (the samples cross the wire as the model's input)")
     inputs, y, probe, eval_inputs, ey, eval_on = load_session_data(opts, region)
@@ -167,7 +177,7 @@ def run_on_device(opts, on_epoch=None, log=lambda msg: None, firmware: str | Pat
     from edgeprune.adapt.region_c import region_tables
 
     region_tables(region)  # a region the device cannot run is refused here, in one line
-    folder = Path(firmware) if firmware is not None else build_adapt_firmware(opts.dir)
+    folder = Path(firmware) if firmware is not None else build_adapt_firmware(opts.dir, trainable_from=opts.trainable_from)
     names = region.layer_names
     neurons = cm.neurons()
     records = []
@@ -188,7 +198,7 @@ def run_on_device(opts, on_epoch=None, log=lambda msg: None, firmware: str | Pat
         _request(link, ADAPT_RESET)
         before = [np.frombuffer(link.infer(s.tobytes())[0], np.int8)[:out_size] for s in eval_inputs]
         accuracy_before = float((np.stack(before).argmax(1) == ey).mean())
-        pool, forward_bytes, persistent, model_f32 = struct.unpack("<4I", _request(
+        pool, forward_bytes, persistent, model_f32, prefix_arena = struct.unpack("<5I", _request(
             link, ADAPT_BEGIN, begin_payload(cm, selector, opts, budget_ram, budget_macs, len(probe))))
         if uses_neq:
             for k, idx in enumerate(probe):
@@ -230,8 +240,9 @@ def run_on_device(opts, on_epoch=None, log=lambda msg: None, firmware: str | Pat
                 "ram_used": cost.ram, "macs_used": cost.macs, "peak_ram_measured": int(peak),
                 "stack_peak_measured": int(stack_peak), "pool_allocated": int(allocated),
                 # All of the device's RAM at its peak: the measured pool and stack plus the static float32
-                # region, its forward buffers and the int8 arena (the last three outside the budget).
-                "device_ram_peak": int(peak + stack_peak + forward_bytes + model_f32 + int(info.get("arena_bytes", 0))),
+                # region, its forward buffers and the int8 arenas of the model and the prefix (outside the budget).
+                "device_ram_peak": int(peak + stack_peak + forward_bytes + model_f32 + prefix_arena
+                                       + int(info.get("arena_bytes", 0))),
                 "at_equilibrium": None if at_eq == 0xFFFFFFFF else int(at_eq),
                 "velocities": velocities,  # nu of the candidates the selection used (the device's own), or None
                 "candidates": n_cand,
@@ -259,7 +270,7 @@ def run_on_device(opts, on_epoch=None, log=lambda msg: None, firmware: str | Pat
         "trainable_layers": names, "frozen_layers": region.frozen,
         "neq_per_epoch": neq_macs_per_epoch(region, len(probe), opts.history, cm.first_candidate) if uses_neq else None,
         "device_memory": {"training_pool": int(pool), "float_forward_buffers": int(forward_bytes),
-                          "int8_arena": int(info.get("arena_bytes", 0)),
+                          "int8_arena": int(info.get("arena_bytes", 0)), "prefix_arena": int(prefix_arena),
                           "adapted_parameters": int(model_f32), "persistent_training_state": int(persistent)},
         "saved_to_flash": bool(saved),
         "options": {"lr": opts.lr, "momentum": opts.momentum, "weight_decay": opts.weight_decay, "batch_size": opts.batch_size,
@@ -269,12 +280,12 @@ def run_on_device(opts, on_epoch=None, log=lambda msg: None, firmware: str | Pat
     }
 
 
-def rollback_on_device(model_dir: str | Path, firmware: str | Path | None = None) -> None:
+def rollback_on_device(model_dir: str | Path, firmware: str | Path | None = None, trainable_from: str | None = None) -> None:
     """`edgeprune adapt --rollback --device qemu`: the device forgets its adaptation (the saved slots
     included) and `infer` runs the factory int8 model again."""
     from edgeprune.device.link import open_link
 
-    folder = Path(firmware) if firmware is not None else build_adapt_firmware(model_dir)
+    folder = Path(firmware) if firmware is not None else build_adapt_firmware(model_dir, trainable_from=trainable_from)
     with open_link(folder) as link:
         _request(link, ADAPT_RESET)
         link.request(0x0F)
@@ -283,6 +294,6 @@ def rollback_on_device(model_dir: str | Path, firmware: str | Path | None = None
 def run_qemu(opts, on_epoch=None, log=lambda msg: None) -> dict:
     """session.adapt's dispatch for --device qemu: a session, or with opts.rollback the factory weights back."""
     if opts.rollback:
-        rollback_on_device(opts.dir)
+        rollback_on_device(opts.dir, trainable_from=opts.trainable_from)
         return {"device": opts.device, "rollback": True}
     return run_on_device(opts, on_epoch=on_epoch, log=log)

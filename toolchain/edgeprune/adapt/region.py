@@ -3,7 +3,9 @@
 The model is read with the compiler's reader and IR (never TensorFlow). The *frozen prefix* is every
 op up to and including the first weighted layer (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED); the
 *region* is everything after it: the remaining weighted layers (whose output channels are the
-candidate neurons) and the plain ops between them.
+candidate neurons) and the plain ops between them. `trainable_from` (`adapt --trainable-from`) names
+a later weighted layer to start the region at instead: the layers before it join the int8 prefix, so
+they run as deployed and the device keeps no float32 copy of them.
 
 - The prefix runs in int8 exactly as the device runs it: its ops are copied into a small .tflite
   (compile/tflite_writer.py) whose output is the region's input tensor, and TFLite Micro's Python
@@ -137,24 +139,24 @@ def _short(kind: str) -> str:
     return {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "dwconv", "FULLY_CONNECTED": "fc"}[kind]
 
 
-def load_region(model_dir: str | Path) -> Region:
-    """The region of DIR/model.tflite (a compiled folder) or of a .tflite path."""
+def load_region(model_dir: str | Path, trainable_from: str | None = None) -> Region:
+    """The region of DIR/model.tflite (a compiled folder) or of a .tflite path; trainable_from: the name
+    of its first trainable layer (default: the second weighted layer)."""
     path = Path(model_dir)
     if path.is_dir():
         path = path / "model.tflite"
     if not path.is_file():
         raise UsageError(f"{path} does not exist; pass the folder written by `edgeprune compile` (it holds model.tflite)")
-    return region_from_tflite(path.read_bytes())
+    return region_from_tflite(path.read_bytes(), trainable_from)
 
 
-def region_from_tflite(data: bytes) -> Region:
+def region_from_tflite(data: bytes, trainable_from: str | None = None) -> Region:
     from edgeprune.compile.ir import build_graph
     from edgeprune.compile.tflite_reader import read_tflite
 
     from edgeprune.compile.passes import fuse_pad_into_conv
 
     raw = build_graph(read_tflite(data))
-    raw_first = next((i for i, op in enumerate(raw.ops) if op.kind in WEIGHTED), 0)
     # The region's convs absorb a PAD before them, as the compiled model does: the device saves the
     # unpadded input for the weight gradients.
     g = fuse_pad_into_conv(raw)
@@ -164,7 +166,9 @@ def region_from_tflite(data: bytes) -> Region:
         raise UsageError(f"the model has {len(weighted)} weighted layer(s); adaptation trains every weighted layer but the first, so it needs at least 2")
     if len(g.inputs) != 1 or len(g.outputs) != 1:
         raise UsageError("adaptation supports models with one input and one output")
-    first = weighted[0]
+    frozen_count = _frozen_count([f"{_short(ops[i].kind)}{k}" for k, i in enumerate(weighted)], trainable_from)
+    first = weighted[frozen_count - 1]  # the prefix's last op: the last frozen weighted layer
+    raw_first = [i for i, op in enumerate(raw.ops) if op.kind in WEIGHTED][frozen_count - 1]
     # The region is a chain: every op after the prefix reads the previous op's output.
     for i in range(first + 1, len(ops)):
         acts = g.activation_inputs(ops[i])
@@ -202,7 +206,7 @@ def region_from_tflite(data: bytes) -> Region:
         model_q = (float(inp.scale[0]), int(inp.zero_point[0]))
     rin = g.tensors[ops[first].outputs[0]]
     logits = g.tensors[ops[last].outputs[0]]
-    frozen = [f"{_short(ops[i].kind)}{weighted.index(i)}" for i in weighted[:1]]
+    frozen = [f"{_short(ops[i].kind)}{weighted.index(i)}" for i in weighted[:frozen_count]]
     prefix_macs = 0
     for op in ops[: first + 1]:
         if op.kind in WEIGHTED:
@@ -215,6 +219,16 @@ def region_from_tflite(data: bytes) -> Region:
         input_scale=float(rin.scale[0]), input_zero_point=int(rin.zero_point[0]), input_shape=tuple(rin.shape[1:]),
         num_classes=int(logits.shape[-1]), frozen=frozen, prefix_macs=prefix_macs,
     )
+
+
+def _frozen_count(names: list[str], trainable_from: str | None) -> int:
+    """How many weighted layers the prefix holds: all before `trainable_from` (default: the first)."""
+    if trainable_from is None:
+        return 1
+    if trainable_from not in names[1:]:
+        raise UsageError(f"--trainable-from {trainable_from}: the trainable region can start at "
+                         f"{', '.join(names[1:])} (the weighted layers after the first, {names[0]}, which always stays int8)")
+    return names.index(trainable_from)
 
 
 def _dequantize(t) -> np.ndarray:

@@ -224,9 +224,10 @@ def _prefix_sources(region: Region, target: str) -> dict[str, str]:
     return out
 
 
-def write_adapt_sources(model_dir: str | Path, out_dir: str | Path, target: str = "cortex-m7") -> list[Path]:
+def write_adapt_sources(model_dir: str | Path, out_dir: str | Path, target: str = "cortex-m7",
+                        trainable_from: str | None = None) -> list[Path]:
     """adapt_region.c/.h and adapt_prefix.c/.h for DIR's model into out_dir; returns the .c files."""
-    region = load_region(model_dir)
+    region = load_region(model_dir, trainable_from)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"adapt_region.h": generate_region_h(region), "adapt_region.c": generate_region_c(region),
@@ -238,25 +239,25 @@ def write_adapt_sources(model_dir: str | Path, out_dir: str | Path, target: str 
     return [out_dir / "adapt_region.c", out_dir / "adapt_prefix.c"]
 
 
-def adapt_defines(model_dir: Path) -> tuple[str, ...]:
+def adapt_defines(model_dir: Path, trainable_from: str | None = None) -> tuple[str, ...]:
     """("EP_WITH_ADAPT",) when the model has a region the device can train, else () (the firmware is
     then built without the adaptation mode: e.g. a one-layer model built for the parameter store)."""
     try:
-        region_tables(load_region(model_dir))
+        region_tables(load_region(model_dir, trainable_from))
     except UsageError:
         return ()
     return ("EP_WITH_ADAPT",)
 
 
 def adapt_objects(t, model_dir: Path, gen_dir: Path, obj_dir: Path, defines, backend_defines, extra_flags,
-                  target: str = "cortex-m7") -> list[Path]:
+                  target: str = "cortex-m7", trainable_from: str | None = None) -> list[Path]:
     """For build_firmware(..., adaptation=True): generate the region and prefix sources into gen_dir
     and compile them with firmware/adapt.c (defines must include EP_WITH_ADAPT)."""
     from edgeprune.device.build import FIRMWARE, compile_objects
 
     if "EP_WITH_ADAPT" not in defines:
         return []
-    region_src, prefix_src = write_adapt_sources(model_dir, gen_dir, target)
+    region_src, prefix_src = write_adapt_sources(model_dir, gen_dir, target, trainable_from)
     objs = compile_objects(t, [FIRMWARE / "adapt.c", region_src], obj_dir, defines,
                            include_dirs=(Path(gen_dir), Path(model_dir)), extra_flags=extra_flags)
     objs += compile_objects(t, [prefix_src], obj_dir, backend_defines, include_dirs=(Path(gen_dir),),

@@ -56,6 +56,7 @@ class AdaptOptions:
     history: str = "recompute"
     probe_in_ram: bool = False
     rollback: bool = False
+    trainable_from: str | None = None  # the region's first layer (region.load_region); default the second weighted layer
 
 
 def load_labelled_npz(path: str | Path, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -158,7 +159,7 @@ def adapt(opts: AdaptOptions, log=lambda msg: None, on_epoch=None) -> dict:
     from edgeprune.adapt.neq import NEqTracker, neq_macs_per_epoch
     from edgeprune.adapt.selectors import USES_GRAD, USES_NEQ, Selector
 
-    region = R.load_region(opts.dir)
+    region = R.load_region(opts.dir, opts.trainable_from)
     inputs, y, probe, eval_inputs, ey, eval_on = load_session_data(opts, region)
 
     uses_neq = opts.selector in USES_NEQ

@@ -128,7 +128,8 @@ def _payload_define(model_h: Path) -> tuple[str, ...]:
 
 
 def build_firmware(model_dir: Path, target: str, out_dir: Path | None = None, board: str | None = None,
-                   backend: str | None = None, layer_hooks: bool = True, adaptation: bool = False) -> FirmwareBuild:
+                   backend: str | None = None, layer_hooks: bool = True, adaptation: bool = False,
+                   trainable_from: str | None = None) -> FirmwareBuild:
     """Build model_dir's model.c into the firmware for `target` on `board`; outputs go to out_dir
     (default: model_dir), written under temporary names and renamed, with firmware.json.
 
@@ -137,7 +138,9 @@ def build_firmware(model_dir: Path, target: str, out_dir: Path | None = None, bo
     False leaves them out: `infer` counts exactly the model, `bench` has no per-layer counts.
 
     adaptation: also build the parameter store (device/param_store.py: -DEP_WITH_STORE, the A/B
-    flash slots reserved at the end of the board's flash, the store_* commands)."""
+    flash slots reserved at the end of the board's flash, the store_* commands) and, for a model with
+    a trainable region, the adaptation mode (firmware/adapt.c); trainable_from: the region's first layer
+    (adapt/region.py; default the second weighted layer)."""
     model_dir = Path(model_dir)
     out_dir = Path(out_dir) if out_dir is not None else model_dir
     if target not in DEFAULT_BOARDS:
@@ -163,7 +166,7 @@ def build_firmware(model_dir: Path, target: str, out_dir: Path | None = None, bo
             b = replace(b, flash_bytes=b.flash_bytes - reserved)
         from edgeprune.adapt.region_c import adapt_defines
 
-        defines = (*defines, *adapt_defines(model_dir))  # firmware/adapt.c when the model has a trainable region
+        defines = (*defines, *adapt_defines(model_dir, trainable_from))  # firmware/adapt.c when the model has a trainable region
 
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".firmware-", dir=out_dir))
@@ -177,7 +180,8 @@ def build_firmware(model_dir: Path, target: str, out_dir: Path | None = None, bo
         if adaptation:  # the trainable region's tables and int8 prefix, generated next to the firmware
             from edgeprune.adapt.region_c import adapt_objects
 
-            objs += adapt_objects(t, model_dir, out_dir, work / "obj", defines, backend_defines, SECTION_FLAGS, target)
+            objs += adapt_objects(t, model_dir, out_dir, work / "obj", defines, backend_defines, SECTION_FLAGS, target,
+                                  trainable_from)
         lib = kernel_library(t, backend_defines, extra_flags=SECTION_FLAGS)
         if t.bare_metal:
             # The start-up's copy loops must stay loops (see startup_device.c).
