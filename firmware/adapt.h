@@ -1,8 +1,9 @@
 /* On-device adaptation (issue 6, METHODS.md section 1): the firmware trains the selected neurons of the
  * model's trainable region in float32 on samples the host streams (firmware/PROTOCOL.md, "Adaptation").
  *
- * The region (every layer after the first weighted one) is described by the generated adapt_region.c
- * (toolchain/edgeprune/adapt/region_c.py); the frozen int8 prefix is the generated adapt_prefix.c.
+ * The region (every layer after the first weighted one, or from `adapt --trainable-from`'s layer) is
+ * described by the generated adapt_region.c (toolchain/edgeprune/adapt/region_c.py); the frozen int8
+ * prefix is the generated adapt_prefix.c.
  * Every buffer training needs beyond inference (master copies, gradients, momentum, the NEq pre-epoch
  * copy or int8 history and state, the gradient scores' error mass, saved activations, error buffers)
  * comes from one static pool of EP_ADAPT_POOL_BYTES, allocated exactly as

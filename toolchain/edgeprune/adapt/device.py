@@ -138,7 +138,7 @@ def run_on_device(opts, on_epoch=None, log=lambda msg: None, firmware: str | Pat
                   count_instructions: bool = False) -> dict:
     """Run opts (session.AdaptOptions, device "qemu") on the emulated device; returns the `adapt --json` dict.
 
-    firmware: a folder build_adapt_firmware wrote (default: build it into DIR/firmware-adapt/).
+    firmware: a folder build_adapt_firmware wrote (default: build it into adapt_firmware_dir(DIR, opts.trainable_from)).
     count_instructions: count each training sample's instructions (the result gets
     "instructions_per_sample" per epoch)."""
     from edgeprune.adapt import region as R
@@ -280,15 +280,25 @@ def run_on_device(opts, on_epoch=None, log=lambda msg: None, firmware: str | Pat
     }
 
 
-def rollback_on_device(model_dir: str | Path, firmware: str | Path | None = None, trainable_from: str | None = None) -> None:
+def rollback_on_device(model_dir: str | Path, firmware: str | Path | None = None, trainable_from: str | None = None) -> list[Path]:
     """`edgeprune adapt --rollback --device qemu`: the device forgets its adaptation (the saved slots
-    included) and `infer` runs the factory int8 model again."""
+    included) and `infer` runs the factory int8 model again. Under QEMU each region's firmware folder
+    has its own flash file: without `firmware` or `trainable_from` every adaptation firmware DIR holds
+    is reset (the default one is built when there is none). Returns the folders reset."""
     from edgeprune.device.link import open_link
 
-    folder = Path(firmware) if firmware is not None else build_adapt_firmware(model_dir, trainable_from=trainable_from)
-    with open_link(folder) as link:
-        _request(link, ADAPT_RESET)
-        link.request(0x0F)
+    if firmware is not None:
+        folders = [Path(firmware)]
+    elif trainable_from is not None:
+        folders = [build_adapt_firmware(model_dir, trainable_from=trainable_from)]
+    else:
+        folders = sorted(p.parent for p in Path(model_dir).glob(f"{FIRMWARE_DIR}*/firmware.json"))
+        folders = folders or [build_adapt_firmware(model_dir)]
+    for folder in folders:
+        with open_link(folder) as link:
+            _request(link, ADAPT_RESET)
+            link.request(0x0F)
+    return folders
 
 
 def run_qemu(opts, on_epoch=None, log=lambda msg: None) -> dict:

@@ -174,7 +174,7 @@ def region_from_tflite(data: bytes, trainable_from: str | None = None) -> Region
         acts = g.activation_inputs(ops[i])
         if len(acts) != 1 or acts[0] != ops[i - 1].outputs[0] or len(ops[i].outputs) != 1:
             raise UsageError(f"operator {ops[i].index} ({ops[i].kind}) does not simply read the previous op's output; "
-                             "adaptation supports chains of ops (no residual ADD or concatenation) after the first layer")
+                             "adaptation supports chains of ops (no residual ADD or concatenation) inside the trainable region")
     last = weighted[-1]
     for op in ops[first + 1:]:
         pos = ops.index(op)
