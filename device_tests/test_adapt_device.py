@@ -167,6 +167,27 @@ def test_parity_region_from_fc3(setup, monkeypatch):
     assert m["float_forward_buffers"] < 5000 and dev["epochs"][-1]["device_ram_peak"] < 20_000
 
 
+def test_m4_adapts_a_smaller_region(setup, tmp_path):
+    """On the Cortex-M4 (128 KiB of SRAM) the default region's float32 copies do not fit: the build
+    says so in one line and suggests a smaller region, with which the M4 adapts within its budget."""
+    from edgeprune.adapt.device import run_on_device
+    from edgeprune.adapt.session import AdaptOptions
+    from edgeprune.api import CompileOptions, compile_model
+    from edgeprune.device.firmware import FirmwareTooBig
+
+    model, _, adapt_npz, eval_npz = setup
+    m4 = tmp_path / "m4"
+    compile_model(CompileOptions(model=model.parent / "model.pt", out=m4, data="digits", target="cortex-m4", sparsity=0.8,
+                                 finetune_epochs=1, quiet=True))
+    opts = dict(dir=m4, data=adapt_npz, eval_data=eval_npz, selector="grad", budget_ram="60%", epochs=2, device="qemu")
+    with pytest.raises(FirmwareTooBig, match=r"does not fit stm32f446 SRAM: needs \d+ bytes, has 131072; "
+                                             r"train fewer layers \(--trainable-from fc3\)"):
+        run_on_device(AdaptOptions(**opts))
+    out = run_on_device(AdaptOptions(trainable_from="fc3", **opts))
+    assert all(e["peak_ram_measured"] == e["ram_used"] <= out["budget_ram"] for e in out["epochs"])
+    assert out["device_memory"]["adapted_parameters"] == 4 * (10 * 32 + 10)
+
+
 @pytest.mark.parametrize("case", [
     # make demo's run: only fc3's 10 neurons are candidates (the conv layers' histories do not fit 10%)
     dict(selector="neq-explore", budget_ram="10%", epochs=4, seed=0),

@@ -69,13 +69,14 @@ def build_adapt_firmware(model_dir: str | Path, target: str | None = None, train
         target = json.loads(fw.read_text()).get("target", "cortex-m7") if fw.is_file() else "cortex-m7"
     from edgeprune.adapt.region import load_region
 
-    load_region(model_dir, trainable_from)  # a bad --trainable-from is refused here, in one line
+    region = load_region(model_dir, trainable_from)  # a bad --trainable-from is refused here, in one line
     out = adapt_firmware_dir(model_dir, trainable_from)
     try:
         build_firmware(Path(model_dir), target, out_dir=out, adaptation=True, trainable_from=trainable_from)
     except FirmwareTooBig as e:  # the training pool and the float32 region are static buffers
         what = str(e).split(";")[0].replace("model does not fit", "the adaptation firmware does not fit")
-        raise FirmwareTooBig(f"{what}; adapt on a {target} model with --device sim, or compile for a target "
+        fewer = f"train fewer layers (--trainable-from {region.layer_names[-1]}), " if len(region.layers) > 1 else ""
+        raise FirmwareTooBig(f"{what}; {fewer}adapt on a {target} model with --device sim, or compile for a target "
                              "with more SRAM (cortex-m7)", e.detail) from None
     return out
 
