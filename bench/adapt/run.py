@@ -127,17 +127,19 @@ _MEMO: dict = {}
 
 
 def _memoize_prefix() -> None:
-    """The int8 prefix and the deployed model's outputs depend only on the samples: compute them once
-    per process (they are bit-exact TFLite Micro runs, the same every time)."""
+    """The int8 prefix and the deployed model's outputs depend only on the .tflite they run and the
+    samples: compute them once per process (they are bit-exact TFLite Micro runs, the same every time)."""
     from edgeprune.adapt import region as R
 
     if "patched" in _MEMO:
         return
-    for name in ("prefix_int8", "deployed_logits"):
+    for name, graph in (("prefix_int8", "prefix_tflite"), ("deployed_logits", "model_tflite")):
         fn = getattr(R, name)
 
-        def memo(region, inputs, _fn=fn, _name=name):
-            key = (_name, hashlib.sha1(region.model_tflite).hexdigest(), hashlib.sha1(inputs.tobytes()).hexdigest(), inputs.shape)
+        def memo(region, inputs, _fn=fn, _name=name, _graph=graph):
+            # Keyed on the graph that runs: one model has a prefix per --trainable-from.
+            key = (_name, hashlib.sha1(getattr(region, _graph)).hexdigest(), hashlib.sha1(inputs.tobytes()).hexdigest(),
+                   inputs.shape)
             if key not in _MEMO:
                 _MEMO[key] = _fn(region, inputs)
             return _MEMO[key].copy()
