@@ -513,24 +513,24 @@ static int select_neurons(uint32_t epoch, const uint16_t *perm, uint32_t n_perm)
         if (policy == SEL_NEQ_SHUFFLED && n_perm != n_cand) {
             return -1;
         }
-        if (grad) {
-            grad_scores(policy, first, n_cand, key);
-            for (uint32_t k = 0; k < n_cand; ++k) {
-                key[k] = -key[k];
-            }
-        } else if (policy == SEL_NEQ_NORM || policy == SEL_NEQ_EXPLORE) {
-            alt_scores(policy, first, n_cand, key);
-            for (uint32_t k = 0; k < n_cand; ++k) {
-                key[k] = -key[k];
-            }
-        }
-        for (uint32_t k = 0; k < n_cand && !grad && policy != SEL_NEQ_NORM && policy != SEL_NEQ_EXPLORE; ++k) {
-            const double cost = own_cost(first + k);
-            if (policy == SEL_CHEAPEST) {
-                key[k] = cost;
+        if (grad || policy == SEL_NEQ_NORM || policy == SEL_NEQ_EXPLORE) { /* scores.py's scores, highest first */
+            if (grad) {
+                grad_scores(policy, first, n_cand, key);
             } else {
-                const uint32_t src = policy == SEL_NEQ_SHUFFLED ? perm[k] : k;
-                key[k] = -(nu_abs(src) / cost);
+                alt_scores(policy, first, n_cand, key);
+            }
+            for (uint32_t k = 0; k < n_cand; ++k) {
+                key[k] = -key[k];
+            }
+        } else { /* cheapest: own cost ascending; neq, neq-shuffled: |nu| / cost descending */
+            for (uint32_t k = 0; k < n_cand; ++k) {
+                const double cost = own_cost(first + k);
+                if (policy == SEL_CHEAPEST) {
+                    key[k] = cost;
+                } else {
+                    const uint32_t src = policy == SEL_NEQ_SHUFFLED ? perm[k] : k;
+                    key[k] = -(nu_abs(src) / cost);
+                }
             }
         }
         stable_order(order, key, n_cand);
