@@ -30,22 +30,15 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeprune.adapt.selectors import NO_WARMUP, warmup_epochs
 from edgeprune.errors import UsageError
 
 ADAPT_BEGIN, ADAPT_PROBE, ADAPT_EPOCH, ADAPT_SAMPLE, ADAPT_EPOCH_END, ADAPT_EVAL, ADAPT_END, ADAPT_RESET = range(0x10, 0x18)
 ERR_ADAPT = 9
 SELECTOR_CODES = {"neq": 0, "su": 1, "random": 2, "full": 3, "cheapest": 4, "neq-shuffled": 5, "neq-norm": 6,
                   "neq-explore": 7, "grad": 8, "grad-explore": 9}
-NO_WARMUP = ("full", "su", "random")  # every other selector starts with the --init warm-up
 INIT_CODES = {"su": 0, "random": 1, "full-last-layer": 2}
 F_MOMENTUM, F_NEQ, F_RECOMPUTE, F_PROBE_IN_RAM, F_MACS, F_GRAD = 1, 2, 4, 8, 16, 32
-
-
-def warmup_epochs(selector: str) -> int:
-    """Epochs of the --init warm-up: until velocities exist (two epochs), or the error mass (one)."""
-    from edgeprune.adapt.selectors import USES_GRAD
-
-    return 0 if selector in NO_WARMUP else (1 if selector in USES_GRAD else 2)
 _RANDOM, _SHUFFLE, _ORDER = 1, 2, 3  # purposes in the seeds (selectors.py, session.py)
 FIRMWARE_DIR = "firmware-adapt"  # inside the model folder
 
@@ -62,13 +55,12 @@ def build_adapt_firmware(model_dir: str | Path, target: str | None = None, train
     the region's first layer (region.load_region)."""
     import json
 
+    from edgeprune.adapt.region import load_region
     from edgeprune.device.firmware import FirmwareTooBig, build_firmware
 
     if target is None:
         fw = Path(model_dir) / "firmware.json"
         target = json.loads(fw.read_text()).get("target", "cortex-m7") if fw.is_file() else "cortex-m7"
-    from edgeprune.adapt.region import load_region
-
     region = load_region(model_dir, trainable_from)  # a bad --trainable-from is refused here, in one line
     out = adapt_firmware_dir(model_dir, trainable_from)
     try:
@@ -161,9 +153,6 @@ def run_on_device(opts, on_epoch=None, log=lambda msg: None, firmware: str | Pat
     inputs, y, probe, eval_inputs, ey, eval_on = load_session_data(opts, region)
 
     uses_neq = opts.selector in USES_NEQ
-    if opts.selector not in SELECTOR_CODES:
-        raise UsageError(f"--device qemu does not run selector '{opts.selector}' yet (it runs {', '.join(SELECTOR_CODES)}); "
-                         "use --device sim")
     cm = CostModel(region, momentum=opts.momentum > 0, neq=uses_neq, probe_samples=len(probe), history=opts.history,
                    probe_in_ram=opts.probe_in_ram, grad=opts.selector in USES_GRAD)
     full = cm.full_cost()

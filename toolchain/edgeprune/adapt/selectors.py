@@ -36,8 +36,14 @@ SELECTORS = ("neq", "su", "random", "full", "cheapest", "neq-shuffled") + tuple(
 INITS = ("su", "random", "full-last-layer")
 USES_NEQ = ("neq", "neq-shuffled") + tuple(SCORES)
 USES_GRAD = tuple(GRAD_SCORES)  # keep an error-mass accumulator per candidate (budget.CostModel(grad=True))
+NO_WARMUP = ("full", "su", "random")  # every other selector starts with the --init warm-up
 SU_FRACTIONS = (1.0, 0.5, 0.25, 0.125)
 _RANDOM, _SHUFFLE = 1, 2  # purposes in the seeds
+
+
+def warmup_epochs(name: str) -> int:
+    """Epochs selector `name` trains its --init warm-up: until velocities exist (two), or the error mass (one)."""
+    return 0 if name in NO_WARMUP else (1 if name in USES_GRAD else 2)
 
 
 class Selector:

@@ -157,7 +157,7 @@ def adapt(opts: AdaptOptions, log=lambda msg: None, on_epoch=None) -> dict:
     from edgeprune.adapt import region as R
     from edgeprune.adapt.budget import CostModel, parse_budget_macs, parse_budget_ram
     from edgeprune.adapt.neq import NEqTracker, neq_macs_per_epoch
-    from edgeprune.adapt.selectors import USES_GRAD, USES_NEQ, Selector
+    from edgeprune.adapt.selectors import USES_GRAD, USES_NEQ, Selector, warmup_epochs
 
     region = R.load_region(opts.dir, opts.trainable_from)
     inputs, y, probe, eval_inputs, ey, eval_on = load_session_data(opts, region)
@@ -255,7 +255,7 @@ def adapt(opts: AdaptOptions, log=lambda msg: None, on_epoch=None) -> dict:
             "at_equilibrium": (None if not uses_neq or tracker.velocities is None
                                else int((np.abs(tracker.velocities[selector.offset:]) < opts.eps).sum())),
             "candidates": len(selector.neurons),
-            "warmup": opts.selector not in ("full", "su", "random") and epoch < (1 if uses_grad else 2),
+            "warmup": epoch < warmup_epochs(opts.selector),
             "ram_breakdown": {k: v for k, v in cost.breakdown.items() if not k.endswith("macs")},
         }
         records.append(record)
