@@ -166,7 +166,8 @@ def region_from_tflite(data: bytes, trainable_from: str | None = None) -> Region
         raise UsageError(f"the model has {len(weighted)} weighted layer(s); adaptation trains every weighted layer but the first, so it needs at least 2")
     if len(g.inputs) != 1 or len(g.outputs) != 1:
         raise UsageError("adaptation supports models with one input and one output")
-    frozen_count = _frozen_count([f"{_short(ops[i].kind)}{k}" for k, i in enumerate(weighted)], trainable_from)
+    names = [f"{_short(ops[i].kind)}{k}" for k, i in enumerate(weighted)]  # conv0, conv1, ..., fc3
+    frozen_count = _frozen_count(names, trainable_from)
     first = weighted[frozen_count - 1]  # the prefix's last op: the last frozen weighted layer
     raw_first = [i for i, op in enumerate(raw.ops) if op.kind in WEIGHTED][frozen_count - 1]
     # The region is a chain: every op after the prefix reads the previous op's output.
@@ -195,7 +196,7 @@ def region_from_tflite(data: bytes, trainable_from: str | None = None) -> Region
         ishape, oshape = g.tensors[tin].shape[1:], g.tensors[tout].shape[1:]
         if op.kind in WEIGHTED:
             counter += 1
-            lay = _layer(g, op, f"{_short(op.kind)}{weighted.index(pos)}")
+            lay = _layer(g, op, names[weighted.index(pos)])
             steps.append(Step(op.kind, tin, tout, ishape, oshape, layer=len(layers)))
             layers.append(lay)
         else:
@@ -206,7 +207,7 @@ def region_from_tflite(data: bytes, trainable_from: str | None = None) -> Region
         model_q = (float(inp.scale[0]), int(inp.zero_point[0]))
     rin = g.tensors[ops[first].outputs[0]]
     logits = g.tensors[ops[last].outputs[0]]
-    frozen = [f"{_short(ops[i].kind)}{weighted.index(i)}" for i in weighted[:frozen_count]]
+    frozen = names[:frozen_count]
     prefix_macs = 0
     for op in ops[: first + 1]:
         if op.kind in WEIGHTED:
