@@ -114,7 +114,6 @@ static float *neq_state;
 /* Per candidate: the error mass of the last epoch (sum of |d loss / d output|), -1 where the backward
  * pass did not reach its layer (scores.py's gradient-signal scores). */
 static float *mass;
-static uint32_t batch_size; /* of the sample being trained: the error buffers hold d loss / batch */
 static int8_t *history;                         /* int8 history: o^{t-1} of every candidate, NULL with recompute */
 static uint32_t history_at[EP_ADAPT_LAYERS];    /* per candidate layer: its probe outputs' offset in history */
 static int history_ready;                       /* o^0 recorded (the first epoch does it before training) */
@@ -1020,7 +1019,8 @@ static void sgd_step(void)
     }
 }
 
-static void layer_backward(const ep_adapt_step_t *st, int32_t step_index)
+/* batch: the sample's batch size (the error buffers hold d loss / batch). */
+static void layer_backward(const ep_adapt_step_t *st, int32_t step_index, uint32_t batch)
 {
     const ep_adapt_layer_t *L = &ep_adapt_layers[st->layer];
     const float *W = params + L->weight_offset;
@@ -1041,7 +1041,7 @@ static void layer_backward(const ep_adapt_step_t *st, int32_t step_index)
             for (int32_t p = 0; p < L->positions; ++p) {
                 sum += fabsf(g_out[p * L->channels + c]);
             }
-            m[c] += sum * (float)batch_size; /* the buffers hold d loss / batch; the mass is per sample */
+            m[c] += sum * (float)batch; /* the mass is per sample */
         }
     }
     float dense[EP_ADAPT_MAX_CHANNEL_SIZE]; /* one channel's weight gradient, then packed to its non-zeros */
@@ -1147,7 +1147,6 @@ static int cmd_sample(const uint8_t *in, uint32_t n, uint8_t *out, uint32_t *out
     if (label >= (uint32_t)EP_ADAPT_CLASSES || batch == 0u) {
         return refuse(out, out_n, "adapt_sample: label out of range or batch size 0");
     }
-    batch_size = batch;
     ep_region_begin();
     if (run_prefix((const int8_t *)in + 4, act[0]) != 0) {
         ep_region_end();
@@ -1177,7 +1176,7 @@ static int cmd_sample(const uint8_t *in, uint32_t n, uint8_t *out, uint32_t *out
     for (int32_t s = ep_adapt_num_steps - 1; s >= deepest_step; --s) {
         const ep_adapt_step_t *st = &ep_adapt_steps[s];
         if (st->layer >= 0) {
-            layer_backward(st, s);
+            layer_backward(st, s, batch);
         } else if (s > deepest_step) {
             plain_backward(st);
         }
