@@ -78,6 +78,15 @@ def test_adapt_table(setup):
     assert "su on sim, budget 8,192 B" in r.stdout and "before (deployed int8)" in r.stdout
 
 
+def test_adapt_offers_every_selector():
+    """The CLI spells its choices out (it imports no numpy at start-up); they are the library's."""
+    from edgeprune.adapt.selectors import INITS, SELECTORS
+    from edgeprune.cli import main
+
+    params = {p.name: p for p in main.commands["adapt"].params}
+    assert tuple(params["selector"].type.choices) == SELECTORS and tuple(params["init"].type.choices) == INITS
+
+
 def test_adapt_trainable_from(setup):
     """--trainable-from fc3: conv1 and conv2 join the int8 prefix; only fc3 trains, and full training
     (the base of a % budget) is full training of fc3."""
