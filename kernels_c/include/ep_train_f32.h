@@ -91,6 +91,48 @@ int64_t ep_depthwise_conv2d_f32_macs(const ep_dims_t *filter_dims, const ep_dims
 int64_t ep_depthwise_conv2d_f32_backward_macs(const ep_dims_t *filter_dims, const ep_dims_t *output_dims,
                                               int32_t n_channels, int32_t with_input_grad);
 
+/* Channel-sparse float32 weights: a pruned layer keeps only its non-zero weights. Output channel
+ * c's weights are values[row_start[c] .. row_start[c + 1]), in ascending order of their position k
+ * within the channel (ep_param_layout_t's k: (ky, kx, ic) for conv2d, (ky, kx) for depthwise, the
+ * input feature for fully connected), which index[] gives. The sparse kernels below take the dense
+ * kernels' arguments with the weights in this form. They visit the non-zero weights in the dense
+ * kernels' order, and a skipped zero term changes no float sum, so their outputs and gradients equal
+ * the dense kernels' bit for bit on the same weights (except the depthwise input gradient with a
+ * depth multiplier above 1, which the dense kernel sums per input channel first: equal to rounding).
+ * The weight gradient has one float per non-zero weight of the selected channels, packed in
+ * selection order: channel channels[j]'s gradients follow those of channels[0 .. j-1]. */
+typedef struct {
+    const int32_t *row_start; /* channels + 1 offsets into index and values; row_start[0] == 0 */
+    const uint16_t *index;    /* each weight's position k within its channel, ascending per channel */
+    const float *values;
+} ep_sparse_f32_t;
+
+void ep_fully_connected_f32_sparse(int32_t batches, int32_t in_features, int32_t out_features, const float *input,
+                                   const ep_sparse_f32_t *filter, const float *bias, float *output);
+void ep_fully_connected_f32_sparse_backward(int32_t batches, int32_t in_features, int32_t out_features,
+                                            const float *input, const ep_sparse_f32_t *filter,
+                                            const float *grad_output, float *grad_input, const int32_t *channels,
+                                            int32_t n_channels, float *grad_values, float *grad_bias,
+                                            int32_t accumulate);
+void ep_conv2d_f32_sparse(const ep_conv_params_t *params, const ep_dims_t *input_dims, const float *input,
+                          const ep_dims_t *filter_dims, const ep_sparse_f32_t *filter, const float *bias,
+                          const ep_dims_t *output_dims, float *output);
+void ep_conv2d_f32_sparse_backward(const ep_conv_params_t *params, const ep_dims_t *input_dims, const float *input,
+                                   const ep_dims_t *filter_dims, const ep_sparse_f32_t *filter,
+                                   const ep_dims_t *output_dims, const float *grad_output, float *grad_input,
+                                   const int32_t *channels, int32_t n_channels, float *grad_values, float *grad_bias,
+                                   int32_t accumulate);
+void ep_depthwise_conv2d_f32_sparse(const ep_conv_params_t *params, int32_t depth_multiplier,
+                                    const ep_dims_t *input_dims, const float *input, const ep_dims_t *filter_dims,
+                                    const ep_sparse_f32_t *filter, const float *bias, const ep_dims_t *output_dims,
+                                    float *output);
+void ep_depthwise_conv2d_f32_sparse_backward(const ep_conv_params_t *params, int32_t depth_multiplier,
+                                             const ep_dims_t *input_dims, const float *input,
+                                             const ep_dims_t *filter_dims, const ep_sparse_f32_t *filter,
+                                             const ep_dims_t *output_dims, const float *grad_output,
+                                             float *grad_input, const int32_t *channels, int32_t n_channels,
+                                             float *grad_values, float *grad_bias, int32_t accumulate);
+
 /* RELU between layers (kept separate from the layers). Both may work in place. The backward
  * pass passes the gradient where the forward input was positive (as torch: zero at 0); it reads
  * the forward input or output, which have the same sign pattern. */

@@ -1,4 +1,4 @@
-/* Helpers shared by the float32 training kernels of the convolutions (train_*conv2d_f32.c). */
+/* Helpers shared by the float32 training kernels of the convolutions (train_*conv2d_f32*.c). */
 #ifndef EP_TRAIN_COMMON_H_
 #define EP_TRAIN_COMMON_H_
 
@@ -18,6 +18,19 @@ static inline float ep_train_channel_sum(const float *grad_output, int32_t posit
         sum = next;
     }
     return sum;
+}
+
+/* Output positions o in [lo, hi) whose input coordinate o * stride + offset lies in [0, in_size). */
+static inline void ep_train_valid_range(int32_t offset, int32_t stride, int32_t in_size, int32_t out_size, int32_t *lo, int32_t *hi)
+{
+    *lo = offset >= 0 ? 0 : (stride - 1 - offset) / stride; /* ceil(-offset / stride), both positive */
+    *hi = offset >= in_size ? 0 : (in_size - 1 - offset) / stride + 1;
+    if (*hi > out_size) {
+        *hi = out_size;
+    }
+    if (*lo > *hi) {
+        *lo = *hi;
+    }
 }
 
 #endif /* EP_TRAIN_COMMON_H_ */

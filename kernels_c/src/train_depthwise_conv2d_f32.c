@@ -4,19 +4,6 @@
 #include "ep_kernels.h"
 #include "ep_train_common.h"
 
-/* Output positions o in [lo, hi) whose input coordinate o * stride + offset lies in [0, in_size). */
-static void valid_range(int32_t offset, int32_t stride, int32_t in_size, int32_t out_size, int32_t *lo, int32_t *hi)
-{
-    *lo = offset >= 0 ? 0 : (stride - 1 - offset) / stride; /* ceil(-offset / stride), both positive */
-    *hi = offset >= in_size ? 0 : (in_size - 1 - offset) / stride + 1;
-    if (*hi > out_size) {
-        *hi = out_size;
-    }
-    if (*lo > *hi) {
-        *lo = *hi;
-    }
-}
-
 void ep_depthwise_conv2d_f32(const ep_conv_params_t *params, int32_t depth_multiplier, const ep_dims_t *input_dims,
                              const float *input, const ep_dims_t *filter_dims, const float *filter, const float *bias,
                              const ep_dims_t *output_dims, float *output)
@@ -133,9 +120,9 @@ void ep_depthwise_conv2d_f32_backward(const ep_conv_params_t *params, int32_t de
              * loop has no bounds checks and sums in a register. */
             for (int32_t ky = 0; ky < k_h; ++ky) {
                 int32_t y_lo, y_hi, x_lo, x_hi;
-                valid_range(params->dilation_h * ky - params->pad_h, params->stride_h, in_h, out_h, &y_lo, &y_hi);
+                ep_train_valid_range(params->dilation_h * ky - params->pad_h, params->stride_h, in_h, out_h, &y_lo, &y_hi);
                 for (int32_t kx = 0; kx < k_w; ++kx) {
-                    valid_range(params->dilation_w * kx - params->pad_w, params->stride_w, in_w, out_w, &x_lo, &x_hi);
+                    ep_train_valid_range(params->dilation_w * kx - params->pad_w, params->stride_w, in_w, out_w, &x_lo, &x_hi);
                     float acc = 0.0f;
                     for (int32_t b = 0; b < batches; ++b) {
                         for (int32_t oy = y_lo; oy < y_hi; ++oy) {
