@@ -154,38 +154,47 @@ def test_parity_gradient_scores(setup, monkeypatch, case):
     assert all(r["ram_breakdown"]["grad"] == 4 * candidates for r in sim["epochs"] + dev["epochs"])
 
 
+def _packed_bytes(model, trainable_from=None) -> int:
+    """The float32 bytes of a region's non-zero weights and biases: what the device keeps of it in RAM."""
+    from edgeprune.adapt.region import load_region
+
+    layers = load_region(model, trainable_from).layers
+    return 4 * sum(int(np.count_nonzero(lay.weight)) + (len(lay.bias) if lay.bias is not None else 0) for lay in layers)
+
+
 def test_parity_region_from_fc3(setup, monkeypatch):
     """--trainable-from fc3: conv1 and conv2 run in the device's int8 prefix, as deployed; the device
-    keeps float32 copies of fc3 only (330 parameters), and still selects the sim's neurons."""
+    keeps float32 copies of fc3 only (its non-zero weights and biases), and still selects the sim's neurons."""
     sim, dev = _both(setup, monkeypatch, selector="grad-explore", budget_ram="60%", epochs=3, seed=0, trainable_from="fc3")
     _check_parity(sim, dev, "grad-explore 60%, region fc3")
     assert dev["trainable_layers"] == ["fc3"] and dev["frozen_layers"] == ["conv0", "conv1", "conv2"]
     assert 0 < max(sum(r["selected"].values()) for r in dev["epochs"][1:]) < 10  # part of fc3 fits 60%
     m = dev["device_memory"]
-    assert m["adapted_parameters"] == 4 * (10 * 32 + 10)  # fc3's weights and biases, dense float32
+    assert m["adapted_parameters"] == _packed_bytes(setup[0], "fc3")  # fc3's non-zero weights and biases
     # Everything on the device, arenas and stack included: under 20 KB (the default region's is over 80 KB).
     assert m["float_forward_buffers"] < 5000 and dev["epochs"][-1]["device_ram_peak"] < 20_000
 
 
-def test_m4_adapts_a_smaller_region(setup, tmp_path):
-    """On the Cortex-M4 (128 KiB of SRAM) the default region's float32 copies do not fit: the build
-    says so in one line and suggests a smaller region, with which the M4 adapts within its budget."""
+def test_m4_adapts(setup, tmp_path):
+    """The Cortex-M4 (128 KiB of SRAM) adapts the whole default region: the device keeps the region's
+    non-zero weights only, which leaves room for the training pool. `--trainable-from fc3` takes
+    everything the device holds down further."""
     from edgeprune.adapt.device import run_on_device
     from edgeprune.adapt.session import AdaptOptions
     from edgeprune.api import CompileOptions, compile_model
-    from edgeprune.device.firmware import FirmwareTooBig
 
     model, _, adapt_npz, eval_npz = setup
     m4 = tmp_path / "m4"
     compile_model(CompileOptions(model=model.parent / "model.pt", out=m4, data="digits", target="cortex-m4", sparsity=0.8,
                                  finetune_epochs=1, quiet=True))
-    opts = dict(dir=m4, data=adapt_npz, eval_data=eval_npz, selector="grad", budget_ram="60%", epochs=2, device="qemu")
-    with pytest.raises(FirmwareTooBig, match=r"does not fit stm32f446 SRAM: needs \d+ bytes, has 131072; "
-                                             r"train fewer layers \(--trainable-from fc3\)"):
-        run_on_device(AdaptOptions(**opts))
-    out = run_on_device(AdaptOptions(trainable_from="fc3", **opts))
-    assert all(e["peak_ram_measured"] == e["ram_used"] <= out["budget_ram"] for e in out["epochs"])
-    assert out["device_memory"]["adapted_parameters"] == 4 * (10 * 32 + 10)
+    opts = dict(dir=m4, data=adapt_npz, eval_data=eval_npz, selector="grad", budget_ram="20%", epochs=2, device="qemu")
+    whole = run_on_device(AdaptOptions(**opts))
+    small = run_on_device(AdaptOptions(trainable_from="fc3", **opts))
+    for out, region in ((whole, None), (small, "fc3")):
+        assert all(e["peak_ram_measured"] == e["ram_used"] <= out["budget_ram"] for e in out["epochs"])
+        assert out["device_memory"]["adapted_parameters"] == _packed_bytes(m4, region)
+    peak = [max(e["device_ram_peak"] for e in out["epochs"]) for out in (whole, small)]
+    assert peak[1] < peak[0] <= 128 * 1024, peak
 
 
 @pytest.mark.parametrize("case", [
@@ -344,6 +353,7 @@ def test_cli_adapt_on_qemu_then_rollback(setup):
     assert out["device"] == "qemu" and out["selector"] == "neq" and len(out["epochs"]) == 3
     assert all(e["peak_ram_measured"] <= out["budget_ram"] for e in out["epochs"])
     m = out["device_memory"]
+    assert m["adapted_parameters"] == _packed_bytes(model)  # the region's non-zeros and biases, not its dense tensors
     assert all(e["device_ram_peak"] == e["peak_ram_measured"] + e["stack_peak_measured"] + m["float_forward_buffers"]
                + m["adapted_parameters"] + m["int8_arena"] + m["prefix_arena"] for e in out["epochs"])
     assert out["saved_to_flash"] is True

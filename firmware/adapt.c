@@ -42,7 +42,8 @@ enum { INIT_SU, INIT_RANDOM, INIT_LAST };
  * a.a, b.b; int8 history: int32 a.b, a.a, b.b (exact, held in the same 4 bytes each). */
 #define NEQ_FLOATS 5
 
-/* ---- the adapted model: float32 parameters of the region (the factory copy lives in flash). */
+/* ---- the adapted model: the region's float32 parameters, packed as ep_adapt_factory (its non-zero
+ * weights, then its biases; the factory copy lives in flash). */
 static float params[EP_ADAPT_PARAM_FLOATS];
 static int adapted; /* infer runs the float region */
 static int params_ready;
@@ -107,7 +108,6 @@ static uint8_t nbias[EP_ADAPT_NEURONS], su_sel[EP_ADAPT_NEURONS];
 static uint32_t path_cost[EP_ADAPT_LAYERS][1u << EP_ADAPT_LAYERS][3]; /* saved, errors, input-grad MACs */
 static int32_t layer_first[EP_ADAPT_LAYERS + 1];                     /* global index of channel 0 */
 static int32_t neuron_layer[EP_ADAPT_NEURONS];
-static ep_param_layout_t layouts[EP_ADAPT_LAYERS];
 static int8_t probe_flash[EP_ADAPT_MAX_PROBE * EP_MODEL_INPUT_SIZE]; /* "flash": read in place */
 static const int8_t *probe;
 static float *neq_state;
@@ -173,22 +173,30 @@ static int refuse(uint8_t *out, uint32_t *out_n, const char *msg)
     return EP_ERR_ADAPT;
 }
 
-/* ---- the region: forward one step, pre-activation output into a[tout]. */
+/* ---- the region: a layer's weights in the packed parameters, as the sparse kernels take them. */
+static ep_sparse_f32_t layer_weights(const ep_adapt_layer_t *L, const float *w)
+{
+    ep_sparse_f32_t W = {ep_adapt_row_start + L->row_offset, ep_adapt_weight_index + L->weight_offset,
+                         w + L->weight_offset};
+    return W;
+}
+
+/* Forward one step, pre-activation output into a[tout]. */
 static void step_forward(const ep_adapt_step_t *st, float *const *a, const float *w)
 {
     const float *in = a[st->tin];
     float *out = a[st->tout];
     if (st->layer >= 0) {
         const ep_adapt_layer_t *L = &ep_adapt_layers[st->layer];
-        const float *W = w + L->weight_offset;
+        const ep_sparse_f32_t W = layer_weights(L, w);
         const float *B = L->bias_offset >= 0 ? w + L->bias_offset : NULL;
         if (L->kind == EP_ADAPT_CONV) {
-            ep_conv2d_f32(&L->conv, &L->in_dims, in, &L->filter_dims, W, B, &L->out_dims, out);
+            ep_conv2d_f32_sparse(&L->conv, &L->in_dims, in, &L->filter_dims, &W, B, &L->out_dims, out);
         } else if (L->kind == EP_ADAPT_DEPTHWISE) {
-            ep_depthwise_conv2d_f32(&L->conv, L->depth_multiplier, &L->in_dims, in, &L->filter_dims, W, B,
-                                    &L->out_dims, out);
+            ep_depthwise_conv2d_f32_sparse(&L->conv, L->depth_multiplier, &L->in_dims, in, &L->filter_dims, &W, B,
+                                           &L->out_dims, out);
         } else {
-            ep_fully_connected_f32(1, L->in_features, L->channels, in, W, B, out);
+            ep_fully_connected_f32_sparse(1, L->in_features, L->channels, in, &W, B, out);
         }
     } else if (st->kind == EP_ADAPT_MEAN) {
         const int32_t c_n = st->out_size;
@@ -541,21 +549,19 @@ static int select_neurons(uint32_t epoch, const uint16_t *perm, uint32_t n_perm)
     return 0;
 }
 
-/* ---- packed parameters: each selected neuron's trained values, in layer, channel order: its
- * non-zero weights (the factory's pruning mask, layout order) then its bias. */
+/* ---- the training copies: each selected neuron's trained values, in layer, channel order: its
+ * non-zero weights (the factory's pruning mask, position order) then its bias. addr gets their
+ * places in params. */
 static uint32_t neuron_entries(uint32_t g, int32_t *addr)
 {
     const int32_t i = neuron_layer[g];
     const int32_t c = (int32_t)g - layer_first[i];
     const ep_adapt_layer_t *L = &ep_adapt_layers[i];
-    const ep_param_layout_t *lo = &layouts[i];
+    const int32_t *row_start = ep_adapt_row_start + L->row_offset;
     uint32_t n = 0;
     if (sel_w[g]) {
-        for (int32_t k = 0; k < lo->channel_size; ++k) {
-            const int32_t a = L->weight_offset + c * lo->channel_stride + k * lo->element_stride;
-            if (ep_adapt_factory[a] != 0.0f) {
-                addr[n++] = a;
-            }
+        for (int32_t e = row_start[c]; e < row_start[c + 1]; ++e) {
+            addr[n++] = L->weight_offset + e;
         }
     }
     if ((sel_w[g] || sel_b[g]) && L->bias_offset >= 0) {
@@ -607,13 +613,6 @@ static void init_params(void)
                 neuron_layer[g++] = i;
             }
             layer_first[i + 1] = g;
-            if (L->kind == EP_ADAPT_CONV) {
-                layouts[i] = ep_conv2d_f32_layout(&L->filter_dims);
-            } else if (L->kind == EP_ADAPT_DEPTHWISE) {
-                layouts[i] = ep_depthwise_conv2d_f32_layout(&L->filter_dims);
-            } else {
-                layouts[i] = ep_fully_connected_f32_layout(L->in_features, L->channels);
-            }
         }
         params_ready = 1;
     }
@@ -1023,7 +1022,7 @@ static void sgd_step(void)
 static void layer_backward(const ep_adapt_step_t *st, int32_t step_index, uint32_t batch)
 {
     const ep_adapt_layer_t *L = &ep_adapt_layers[st->layer];
-    const float *W = params + L->weight_offset;
+    const ep_sparse_f32_t W = layer_weights(L, params);
     float *g_out = err[st->tout];
     const float *x = act[st->tin];
     if (L->activation == 1) {
@@ -1044,31 +1043,30 @@ static void layer_backward(const ep_adapt_step_t *st, int32_t step_index, uint32
             m[c] += sum * (float)batch; /* the mass is per sample */
         }
     }
-    float dense[EP_ADAPT_MAX_CHANNEL_SIZE]; /* one channel's weight gradient, then packed to its non-zeros */
+    /* One channel's weight gradient on this sample, then added to the batch's sum. */
+    float sample_grad[EP_ADAPT_MAX_CHANNEL_SIZE];
     for (int32_t g = layer_first[st->layer]; g < layer_first[st->layer + 1]; ++g) {
         if (!(sel_w[g] || sel_b[g])) {
             continue;
         }
         const int32_t c = g - layer_first[st->layer];
         float gb = 0.0f;
-        float *gf = sel_w[g] ? dense : NULL;
+        float *gf = sel_w[g] ? sample_grad : NULL;
         float *gbp = L->bias_offset >= 0 ? &gb : NULL;
         if (L->kind == EP_ADAPT_CONV) {
-            ep_conv2d_f32_backward(&L->conv, &L->in_dims, x, &L->filter_dims, W, &L->out_dims, g_out, NULL, &c, 1, gf,
-                                   gbp, 0);
+            ep_conv2d_f32_sparse_backward(&L->conv, &L->in_dims, x, &L->filter_dims, &W, &L->out_dims, g_out, NULL,
+                                          &c, 1, gf, gbp, 0);
         } else if (L->kind == EP_ADAPT_DEPTHWISE) {
-            ep_depthwise_conv2d_f32_backward(&L->conv, L->depth_multiplier, &L->in_dims, x, &L->filter_dims, W,
-                                             &L->out_dims, g_out, NULL, &c, 1, gf, gbp, 0);
+            ep_depthwise_conv2d_f32_sparse_backward(&L->conv, L->depth_multiplier, &L->in_dims, x, &L->filter_dims,
+                                                    &W, &L->out_dims, g_out, NULL, &c, 1, gf, gbp, 0);
         } else {
-            ep_fully_connected_f32_backward(1, L->in_features, L->channels, x, W, g_out, NULL, &c, 1, gf, gbp, 0);
+            ep_fully_connected_f32_sparse_backward(1, L->in_features, L->channels, x, &W, g_out, NULL, &c, 1, gf, gbp,
+                                                   0);
         }
         float *dst = grads + packed_at[g];
         if (sel_w[g]) {
-            const ep_param_layout_t *lo = &layouts[st->layer];
-            for (int32_t k = 0; k < lo->channel_size; ++k) {
-                if (ep_adapt_factory[L->weight_offset + c * lo->channel_stride + k * lo->element_stride] != 0.0f) {
-                    *dst++ += dense[k];
-                }
+            for (int32_t e = 0; e < W.row_start[c + 1] - W.row_start[c]; ++e) {
+                *dst++ += sample_grad[e];
             }
         }
         if (gbp != NULL) {
@@ -1078,13 +1076,14 @@ static void layer_backward(const ep_adapt_step_t *st, int32_t step_index, uint32
     if (step_index > deepest_step) { /* the input gradient, only on the path to the deepest selected layer */
         float *g_in = err[st->tin];
         if (L->kind == EP_ADAPT_CONV) {
-            ep_conv2d_f32_backward(&L->conv, &L->in_dims, x, &L->filter_dims, W, &L->out_dims, g_out, g_in, NULL, 0,
-                                   NULL, NULL, 0);
+            ep_conv2d_f32_sparse_backward(&L->conv, &L->in_dims, x, &L->filter_dims, &W, &L->out_dims, g_out, g_in,
+                                          NULL, 0, NULL, NULL, 0);
         } else if (L->kind == EP_ADAPT_DEPTHWISE) {
-            ep_depthwise_conv2d_f32_backward(&L->conv, L->depth_multiplier, &L->in_dims, x, &L->filter_dims, W,
-                                             &L->out_dims, g_out, g_in, NULL, 0, NULL, NULL, 0);
+            ep_depthwise_conv2d_f32_sparse_backward(&L->conv, L->depth_multiplier, &L->in_dims, x, &L->filter_dims,
+                                                    &W, &L->out_dims, g_out, g_in, NULL, 0, NULL, NULL, 0);
         } else {
-            ep_fully_connected_f32_backward(1, L->in_features, L->channels, x, W, g_out, g_in, NULL, 0, NULL, NULL, 0);
+            ep_fully_connected_f32_sparse_backward(1, L->in_features, L->channels, x, &W, g_out, g_in, NULL, 0, NULL,
+                                                   NULL, 0);
         }
     }
 }

@@ -4,6 +4,8 @@
  * The region (every layer after the first weighted one, or from `adapt --trainable-from`'s layer) is
  * described by the generated adapt_region.c (toolchain/edgeprune/adapt/region_c.py); the frozen int8
  * prefix is the generated adapt_prefix.c.
+ * The device keeps the region's float32 parameters packed, non-zero weights only (pruned weights stay
+ * zero), and runs kernels_c's channel-sparse float32 kernels on them.
  * Every buffer training needs beyond inference (master copies, gradients, momentum, the NEq pre-epoch
  * copy or int8 history and state, the gradient scores' error mass, saved activations, error buffers)
  * comes from one static pool of EP_ADAPT_POOL_BYTES, allocated exactly as
@@ -16,7 +18,7 @@
 #include "adapt_region.h"
 #include "ep_types.h"
 
-#define EP_ADAPT_REGION_VERSION 3
+#define EP_ADAPT_REGION_VERSION 4
 
 /* Protocol kinds (0x10..0x2F are adaptation's). */
 #define EP_KIND_ADAPT_BEGIN 0x10u
@@ -48,7 +50,11 @@ typedef struct {
     ep_dims_t in_dims, filter_dims, out_dims; /* fully connected: (1,1,1,in) (O,1,1,I) (1,1,1,O) */
     int32_t in_features;                     /* input elements per sample */
     int32_t channels, channel_size, positions;
-    int32_t weight_offset, bias_offset; /* into the parameter array, in floats; bias_offset -1: none */
+    /* The packed parameters (ep_adapt_factory): the layer's non-zero weights start at weight_offset
+     * (ep_adapt_weight_index gives their positions from the same offset), its biases at bias_offset
+     * (-1: none); channel c's weights are the row_start[c] .. row_start[c + 1] of them, where
+     * row_start = ep_adapt_row_start + row_offset (kernels_c's ep_sparse_f32_t). */
+    int32_t weight_offset, bias_offset, row_offset;
     float history_scale; /* the NEq int8 history's fixed symmetric scale (region.py's Layer.history_scale) */
 } ep_adapt_layer_t;
 
@@ -71,6 +77,8 @@ extern const ep_adapt_layer_t ep_adapt_layers[];
 extern const ep_adapt_step_t ep_adapt_steps[];
 extern const int32_t ep_adapt_tensor_sizes[];
 extern const float ep_adapt_factory[EP_ADAPT_PARAM_FLOATS];
+extern const int32_t ep_adapt_row_start[EP_ADAPT_ROW_STARTS];
+extern const uint16_t ep_adapt_weight_index[EP_ADAPT_WEIGHT_ENTRIES];
 
 /* Registers the adaptation commands; call once after ep_model_init. */
 void ep_adapt_register(void);

@@ -314,3 +314,20 @@ def test_region_refuses_residual_add(tmp_path):
     ops.append(W.OpSpec("ADD", [3, 6], [7], W.add_options()))
     with pytest.raises(UsageError, match="ADD"):
         R.region_from_tflite(W.write_tflite(W.ModelSpec(tensors, ops, [0], [7])))
+
+
+def test_adaptation_firmware_too_big_suggests_a_smaller_region(tmp_path, monkeypatch):
+    """A board whose SRAM cannot hold the adaptation firmware gets one line: what does not fit, and the
+    smaller region (the last weighted layer) that might."""
+    from edgeprune.adapt.device import build_adapt_firmware
+    from edgeprune.device import firmware
+
+    (tmp_path / "model.tflite").write_bytes(make_model(MODELS["conv_mean_fc"], in_shape=(6, 6, 2), seed=2))
+
+    def overflow(*args, **kwargs):
+        raise firmware.FirmwareTooBig("model does not fit stm32f446 SRAM: needs 171264 bytes, has 131072; use a bigger part")
+
+    monkeypatch.setattr(firmware, "build_firmware", overflow)
+    with pytest.raises(firmware.FirmwareTooBig, match=r"^the adaptation firmware does not fit stm32f446 SRAM: needs 171264 "
+                                                      r"bytes, has 131072; train fewer layers \(--trainable-from fc3\), "):
+        build_adapt_firmware(tmp_path, target="cortex-m4")

@@ -8,7 +8,10 @@ write_adapt_sources(model_dir, out_dir) writes three generated files next to a f
   input, exactly as `infer` takes them.
 - adapt_region.c: the region's layers and steps as tables (adapt.h's ep_adapt_layer_t / ep_adapt_step_t)
   and the factory float32 parameters (region.py's dequantized int8 weights, bit for bit: the sim's
-  starting point), plus the sizes adapt.c allocates statically. Each layer row carries its NEq int8
+  starting point), plus the sizes adapt.c allocates statically. The parameters are packed: every
+  layer's non-zero weights, channel by channel (kernels_c's ep_sparse_f32_t, whose row starts and
+  positions are two more const tables), then every layer's biases. Pruning leaves most weights zero
+  and training keeps them zero, so the device's RAM copy holds only what can change (`sparse_weights`). Each layer row carries its NEq int8
   history scale as the float32 neq.quantize_history divides by (np.float32(history_scale)).
 
 Everything the region description needs comes from region.py; nothing here re-derives the model.
@@ -48,6 +51,11 @@ def _f32(values) -> str:
     return ",\n    ".join(lines)
 
 
+def _ints(values) -> str:
+    out = [str(int(v)) for v in np.asarray(values).reshape(-1)]
+    return ",\n    ".join(", ".join(out[i:i + 16]) for i in range(0, len(out), 16))
+
+
 def _hexf(v) -> str:
     return float(np.float32(v)).hex() + "f"
 
@@ -69,23 +77,30 @@ def region_tables(region: Region) -> dict:
     if len(region.layers) > MAX_LAYERS:
         raise UsageError(f"the device's adaptation mode supports regions of at most {MAX_LAYERS} weighted layers; "
                          f"this one has {len(region.layers)} (use --device sim)")
-    params, layers = [], []
-    offset = 0
+    values, index, row_start, biases, layers = [], [], [], [], []
+    n_weights = sum(int(np.count_nonzero(lay.weight)) for lay in region.layers)
+    w_off, b_off = 0, n_weights
     for lay in region.layers:
         w = np.asarray(lay.weight, np.float32)
         b = lay.bias if lay.bias is not None else None
+        if lay.channel_size > 0xFFFF:
+            raise UsageError(f"layer {lay.name} has {lay.channel_size:,} weights per channel; the device's adaptation "
+                             "mode indexes at most 65,535 (use --device sim or --trainable-from a later layer)")
+        rows, cols = np.nonzero(sparse_weights(lay))
         row = dict(kind=KIND[lay.kind], has_bias=int(b is not None), act=ACT[lay.activation],
                    stride=lay.stride, dil=lay.dilation, pad=lay.pad, dm=lay.depth_multiplier,
                    in_dims=_dims(lay.in_shape), out_dims=_dims(lay.out_shape),
                    filter_dims=("{%d, %d, %d, %d}" % tuple(w.shape)) if w.ndim == 4 else "{%d, 1, 1, %d}" % tuple(w.shape),
                    channels=lay.channels, channel_size=lay.channel_size, positions=lay.positions,
-                   in_features=int(np.prod(lay.in_shape)), w_off=offset, b_off=offset + w.size if b is not None else -1,
-                   history_scale=lay.history_scale)
-        params.append(w.reshape(-1))
-        offset += w.size
+                   in_features=int(np.prod(lay.in_shape)), w_off=w_off, b_off=b_off if b is not None else -1,
+                   row_off=sum(len(r) for r in row_start), history_scale=lay.history_scale)
+        values.append(sparse_weights(lay)[rows, cols])
+        index.append(cols)
+        row_start.append(np.searchsorted(rows, np.arange(lay.channels + 1)))
+        w_off += len(rows)
         if b is not None:
-            params.append(np.asarray(b, np.float32))
-            offset += len(b)
+            biases.append(np.asarray(b, np.float32))
+            b_off += len(b)
         layers.append(row)
     # Local tensor ids: 0 is the region input, then one per step output; an alias reuses its input's.
     tid = {region.steps[0].in_tensor: 0}
@@ -121,7 +136,19 @@ def region_tables(region: Region) -> dict:
         steps.append(dict(kind=kind, layer=st.layer, tin=tid[st.in_tensor], tout=tid[st.out_tensor],
                           in_size=st.in_size, out_size=st.out_size, positions=hwc_in[0] * hwc_in[1],
                           geo=(*hwc_in, *hwc_out, fh, fw, sh, sw, *pads), value=value))
-    return {"layers": layers, "steps": steps, "params": np.concatenate(params), "tensor_sizes": sizes}
+    params = np.concatenate([*values, *biases, np.zeros(0, np.float32)]).astype(np.float32)
+    return {"layers": layers, "steps": steps, "params": params, "tensor_sizes": sizes,
+            "index": np.concatenate([*index, np.zeros(0, np.int64)]), "row_start": np.concatenate(row_start),
+            "weights": n_weights}
+
+
+def sparse_weights(layer) -> np.ndarray:
+    """A layer's float32 weights as (channels, channel_size), each channel's in kernels_c's position
+    order k (ep_param_layout_t): conv (O,H,W,I) -> (O, H*W*I), depthwise (1,H,W,C) -> (C, H*W), FC as is."""
+    w = np.asarray(layer.weight, np.float32)
+    if layer.kind == "DEPTHWISE_CONV_2D":
+        return np.ascontiguousarray(w.reshape(-1, w.shape[-1]).T)
+    return w.reshape(w.shape[0], -1)
 
 
 def _ends_with_softmax(region: Region) -> bool:
@@ -144,6 +171,7 @@ def generate_region_c(region: Region, model_hash: str = "") -> str:
             f"    {{{r['kind']}, {r['has_bias']}, {r['act']}, {{{r['stride'][0]}, {r['stride'][1]}, {r['dil'][0]}, {r['dil'][1]}, "
             f"{r['pad'][0]}, {r['pad'][1]}}}, {r['dm']}, {r['in_dims']}, {r['filter_dims']}, {r['out_dims']}, "
             f"{r['in_features']}, {r['channels']}, {r['channel_size']}, {r['positions']}, {r['w_off']}, {r['b_off']}, "
+            f"{r['row_off']}, "
             f"{_hexf(r['history_scale'])}}},")
     srows = [f"    {{{s['kind']}, {s['layer']}, {s['tin']}, {s['tout']}, {s['in_size']}, {s['out_size']}, {s['positions']}, "
              f"{', '.join(str(v) for v in s['geo'])}, {_hexf(s['value'])}}},"
@@ -153,7 +181,7 @@ def generate_region_c(region: Region, model_hash: str = "") -> str:
  * firmware/adapt.c. Do not edit. */
 #include "adapt.h"
 
-#if EP_ADAPT_REGION_VERSION != 3
+#if EP_ADAPT_REGION_VERSION != 4
 #error "adapt_region.c was generated for another version of adapt.h"
 #endif
 
@@ -175,9 +203,20 @@ const ep_adapt_step_t ep_adapt_steps[] = {{
 
 const int32_t ep_adapt_tensor_sizes[] = {{{sizes}}};
 
-/* The factory parameters: the deployed int8 weights and biases dequantized to float32 (region.py). */
+/* The factory parameters: the deployed int8 weights and biases dequantized to float32 (region.py),
+ * packed: every layer's non-zero weights channel by channel, then every layer's biases. */
 const float ep_adapt_factory[EP_ADAPT_PARAM_FLOATS] = {{
-    {_f32(t['params'])}
+    {_f32(t['params']) if len(t['params']) else '0.0f'}
+}};
+
+/* Where each layer's channels start among its non-zero weights (ep_sparse_f32_t.row_start), from row_offset. */
+const int32_t ep_adapt_row_start[EP_ADAPT_ROW_STARTS] = {{
+    {_ints(t['row_start'])}
+}};
+
+/* Each non-zero weight's position within its channel (ep_sparse_f32_t.index), as ep_adapt_factory's weights. */
+const uint16_t ep_adapt_weight_index[EP_ADAPT_WEIGHT_ENTRIES] = {{
+    {_ints(t['index']) if len(t['index']) else '0'}
 }};
 
 #if EP_ADAPT_NEURONS != {neurons} || EP_ADAPT_MAX_CHANNEL_SIZE != {max_cs}
@@ -195,7 +234,9 @@ def generate_region_h(region: Region) -> str:
 #define EP_ADAPT_LAYERS {len(region.layers)}
 #define EP_ADAPT_STEPS {len(region.steps)}
 #define EP_ADAPT_TENSORS {len(t['tensor_sizes'])}
-#define EP_ADAPT_PARAM_FLOATS {len(t['params'])}
+#define EP_ADAPT_PARAM_FLOATS {max(len(t['params']), 1)}
+#define EP_ADAPT_WEIGHT_ENTRIES {max(t['weights'], 1)}
+#define EP_ADAPT_ROW_STARTS {len(t['row_start'])}
 #define EP_ADAPT_NEURONS {sum(lay.channels for lay in region.layers)}
 #define EP_ADAPT_MAX_CHANNEL_SIZE {max(lay.channel_size for lay in region.layers)}
 #define EP_ADAPT_FORWARD_FLOATS {fwd}
