@@ -48,10 +48,10 @@ class StoreLayout:
     linker_reserved: bool = True  # a Cortex-M board: its linker script reserves the slots at the end of FLASH
 
 
-# Slot sizes: the digits model's trainable region (conv_2d_1, conv_2d_2, fully_connected_0) holds
-# 14,218 float32 parameters, 56,872 B dense (about 11.3 KB for only its non-zero weights), so 64 KiB
-# slots hold it dense with room to spare on the 1 MiB and 2 MiB parts (12.5% / 6% of the flash). The
-# 512 KiB M4 profile gets 32 KiB slots (the non-zero weights; 12.5% of its flash). On the STM32F746 a
+# Slot sizes: the device saves the trainable region's non-zero weights and biases in float32
+# (firmware/adapt.h): 11,296 B for the digits model's region (56,872 B if it were dense). 64 KiB slots
+# leave room for regions five times larger on the 1 MiB and 2 MiB parts (12.5% / 6% of the flash); the
+# 512 KiB M4 profile gets 32 KiB slots (12.5% of its flash). On the STM32F746 a
 # slot must be a whole erase sector and the last ones are 256 KiB: the store takes sectors 6 and 7.
 _QEMU = ("flash_qemu.c", "flash_mirror.c")  # a RAM mirror written through to a host file
 LAYOUTS: dict[str, StoreLayout] = {
