@@ -587,15 +587,12 @@ static void swap_in_prev(int32_t layer)
 }
 
 /* ---- commands */
+/* A forward buffer holds only a step's input and output at once (region_c.forward_offsets): a tensor
+ * read later (by the backward pass) lives in the training pool instead. */
 static void arena_pointers(float *base, float **ptrs)
 {
-    uint32_t off = 0;
-    ptrs[0] = base;
-    off += (uint32_t)ep_adapt_tensor_sizes[0];
-    for (int32_t s = 0; s < ep_adapt_num_steps; ++s) {
-        const ep_adapt_step_t *st = &ep_adapt_steps[s];
-        ptrs[st->tout] = base + off;
-        off += (uint32_t)ep_adapt_tensor_sizes[st->tout];
+    for (int32_t t = 0; t < ep_adapt_num_tensors; ++t) {
+        ptrs[t] = base + ep_adapt_tensor_offsets[t];
     }
 }
 

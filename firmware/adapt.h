@@ -76,6 +76,7 @@ extern const int32_t ep_adapt_output_softmax;
 extern const ep_adapt_layer_t ep_adapt_layers[];
 extern const ep_adapt_step_t ep_adapt_steps[];
 extern const int32_t ep_adapt_tensor_sizes[];
+extern const int32_t ep_adapt_tensor_offsets[]; /* in a forward buffer, in floats */
 extern const float ep_adapt_factory[EP_ADAPT_PARAM_FLOATS];
 extern const int32_t ep_adapt_row_start[EP_ADAPT_ROW_STARTS];
 extern const uint16_t ep_adapt_weight_index[EP_ADAPT_WEIGHT_ENTRIES];
