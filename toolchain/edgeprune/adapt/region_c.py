@@ -11,8 +11,9 @@ write_adapt_sources(model_dir, out_dir) writes three generated files next to a f
   starting point), plus the sizes adapt.c allocates statically. The parameters are packed: every
   layer's non-zero weights, channel by channel (kernels_c's ep_sparse_f32_t, whose row starts and
   positions are two more const tables), then every layer's biases. Pruning leaves most weights zero
-  and training keeps them zero, so the device's RAM copy holds only what can change (`sparse_weights`). Each layer row carries its NEq int8
-  history scale as the float32 neq.quantize_history divides by (np.float32(history_scale)).
+  and training keeps them zero, so the device's RAM copy holds only what can change. Each layer row
+  carries its NEq int8 history scale as the float32 neq.quantize_history divides by
+  (np.float32(history_scale)).
 
 Everything the region description needs comes from region.py; nothing here re-derives the model.
 """
@@ -86,7 +87,8 @@ def region_tables(region: Region) -> dict:
         if lay.channel_size > 0xFFFF:
             raise UsageError(f"layer {lay.name} has {lay.channel_size:,} weights per channel; the device's adaptation "
                              "mode indexes at most 65,535 (use --device sim or --trainable-from a later layer)")
-        rows, cols = np.nonzero(sparse_weights(lay))
+        per_channel = sparse_weights(lay)
+        rows, cols = np.nonzero(per_channel)  # row-major: ascending positions within each channel
         row = dict(kind=KIND[lay.kind], has_bias=int(b is not None), act=ACT[lay.activation],
                    stride=lay.stride, dil=lay.dilation, pad=lay.pad, dm=lay.depth_multiplier,
                    in_dims=_dims(lay.in_shape), out_dims=_dims(lay.out_shape),
@@ -94,7 +96,7 @@ def region_tables(region: Region) -> dict:
                    channels=lay.channels, channel_size=lay.channel_size, positions=lay.positions,
                    in_features=int(np.prod(lay.in_shape)), w_off=w_off, b_off=b_off if b is not None else -1,
                    row_off=sum(len(r) for r in row_start), history_scale=lay.history_scale)
-        values.append(sparse_weights(lay)[rows, cols])
+        values.append(per_channel[rows, cols])
         index.append(cols)
         row_start.append(np.searchsorted(rows, np.arange(lay.channels + 1)))
         w_off += len(rows)
