@@ -154,6 +154,31 @@ def test_parity_gradient_scores(setup, monkeypatch, case):
     assert all(r["ram_breakdown"]["grad"] == 4 * candidates for r in sim["epochs"] + dev["epochs"])
 
 
+@pytest.mark.parametrize("name", ["dw_pw_fc", "conv_mean_fc"])
+def test_parity_other_regions(tmp_path, monkeypatch, name):
+    """Regions unlike the digits CNN's, from any int8 .tflite: a depthwise conv with RELU6, a pointwise
+    conv, max pooling and FC (dw_pw_fc), or strided SAME convs, MEAN and FC (conv_mean_fc). The device's
+    sparse float32 kernels and steps select the sim's neurons every epoch on them too."""
+    from test_adapt_budget import MODELS, make_model
+
+    from edgeprune.adapt.device import build_adapt_firmware
+    from edgeprune.api import CompileOptions, compile_model
+
+    (tmp_path / "model.tflite").write_bytes(make_model(MODELS[name], in_shape=(6, 6, 2), seed=2, sparsity=0.5))
+    model = tmp_path / "m7"
+    compile_model(CompileOptions(model=tmp_path / "model.tflite", out=model, target="cortex-m7", quiet=True))
+    rng = np.random.default_rng(3)
+    for part, n in (("adapt", 48), ("eval", 48)):
+        np.savez(tmp_path / f"{part}.npz", x=rng.uniform(0, 6, (n, 6, 6, 2)).astype(np.float32), y=rng.integers(0, 3, n))
+    setup = (model, build_adapt_firmware(model), tmp_path / "adapt.npz", tmp_path / "eval.npz")
+    # full trains every layer (the depthwise or strided conv too, through the whole backward path);
+    # the budgeted scores choose among conv2's and fc3's neurons.
+    for selector, budget in (("full", None), ("grad-explore", "30%"), ("neq", "80%")):
+        sim, dev = _both(setup, monkeypatch, selector=selector, budget_ram=budget, epochs=3, seed=0, batch_size=8)
+        _check_parity(sim, dev, f"{name}, {selector} {budget}")
+        assert dev["device_memory"]["adapted_parameters"] == _packed_bytes(model)
+
+
 def _packed_bytes(model, trainable_from=None) -> int:
     """The float32 bytes of a region's non-zero weights and biases: what the device keeps of it in RAM."""
     from edgeprune.adapt.region import load_region
