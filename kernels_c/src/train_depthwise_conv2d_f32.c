@@ -116,25 +116,10 @@ void ep_depthwise_conv2d_f32_backward(const ep_conv_params_t *params, int32_t de
         const int32_t oc = channels ? channels[j] : j;
         const int32_t ic = oc / depth_multiplier;
         if (grad_filter) {
-            /* Tap by tap over the output positions whose tap lands inside the input, so the inner
-             * loop has no bounds checks and sums in a register. */
             for (int32_t ky = 0; ky < k_h; ++ky) {
-                int32_t y_lo, y_hi, x_lo, x_hi;
-                ep_train_valid_range(params->dilation_h * ky - params->pad_h, params->stride_h, in_h, out_h, &y_lo, &y_hi);
                 for (int32_t kx = 0; kx < k_w; ++kx) {
-                    ep_train_valid_range(params->dilation_w * kx - params->pad_w, params->stride_w, in_w, out_w, &x_lo, &x_hi);
-                    float acc = 0.0f;
-                    for (int32_t b = 0; b < batches; ++b) {
-                        for (int32_t oy = y_lo; oy < y_hi; ++oy) {
-                            const int32_t iy = oy * params->stride_h - params->pad_h + params->dilation_h * ky;
-                            const float *dy = &grad_output[((b * out_h + oy) * out_w) * out_c + oc];
-                            const float *in = &input[((b * in_h + iy) * in_w) * in_c + ic];
-                            for (int32_t ox = x_lo; ox < x_hi; ++ox) {
-                                const int32_t ix = ox * params->stride_w - params->pad_w + params->dilation_w * kx;
-                                acc += dy[ox * out_c] * in[ix * in_c];
-                            }
-                        }
-                    }
+                    const float acc = ep_train_depthwise_tap_gradient(params, input_dims, input, output_dims,
+                                                                      grad_output, oc, ic, ky, kx);
                     float *dw = &grad_filter[j * taps + ky * k_w + kx];
                     *dw = accumulate ? *dw + acc : acc;
                 }

@@ -82,24 +82,10 @@ void ep_depthwise_conv2d_f32_sparse_backward(const ep_conv_params_t *params, int
         const int32_t ic = oc / depth_multiplier;
         const int32_t first = filter->row_start[oc], count = filter->row_start[oc + 1] - first;
         if (grad_values) {
-            /* Tap by tap over the output positions whose tap lands inside the input. */
             for (int32_t e = 0; e < count; ++e) {
-                const int32_t ky = filter->index[first + e] / k_w, kx = filter->index[first + e] % k_w;
-                int32_t y_lo, y_hi, x_lo, x_hi;
-                ep_train_valid_range(params->dilation_h * ky - params->pad_h, params->stride_h, in_h, out_h, &y_lo, &y_hi);
-                ep_train_valid_range(params->dilation_w * kx - params->pad_w, params->stride_w, in_w, out_w, &x_lo, &x_hi);
-                float acc = 0.0f;
-                for (int32_t b = 0; b < batches; ++b) {
-                    for (int32_t oy = y_lo; oy < y_hi; ++oy) {
-                        const int32_t iy = oy * params->stride_h - params->pad_h + params->dilation_h * ky;
-                        const float *dy = &grad_output[((b * out_h + oy) * out_w) * out_c + oc];
-                        const float *in = &input[((b * in_h + iy) * in_w) * in_c + ic];
-                        for (int32_t ox = x_lo; ox < x_hi; ++ox) {
-                            const int32_t ix = ox * params->stride_w - params->pad_w + params->dilation_w * kx;
-                            acc += dy[ox * out_c] * in[ix * in_c];
-                        }
-                    }
-                }
+                const int32_t k = filter->index[first + e];
+                const float acc = ep_train_depthwise_tap_gradient(params, input_dims, input, output_dims, grad_output,
+                                                                  oc, ic, k / k_w, k % k_w);
                 dw[e] = accumulate ? dw[e] + acc : acc;
             }
             dw += count;
