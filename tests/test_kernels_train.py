@@ -91,6 +91,23 @@ def _conv_geometry(rng, depthwise):
                 k_w=k_w, s_h=s_h, s_w=s_w, d_h=d_h, d_w=d_w, pads=pads, out_h=out_h, out_w=out_w)
 
 
+def _conv_case(rng, depthwise):
+    """A random conv2d or depthwise layer: (geometry, has bias, (input, weight, output) shapes, float32
+    input, weights, bias, dL/dy, its ConvParams)."""
+    c = _conv_geometry(rng, depthwise)
+    bias = bool(rng.random() < 0.85)
+    in_shape = (c["batch"], c["in_h"], c["in_w"], c["in_c"])
+    out_shape = (c["batch"], c["out_h"], c["out_w"], c["out_c"])
+    w_shape = (1, c["k_h"], c["k_w"], c["out_c"]) if depthwise else (c["out_c"], c["k_h"], c["k_w"], c["in_c"])
+    x = rng.standard_normal(in_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(c["out_c"]).astype(np.float32)
+    gy = _grad_output(rng, out_shape)
+    pt, _, pl, _ = c["pads"]
+    params = ConvParams(c["s_h"], c["s_w"], c["d_h"], c["d_w"], pt, pl)
+    return c, bias, (in_shape, w_shape, out_shape), x, w, b, gy, params
+
+
 def _grad_output(rng, shape):
     """dL/dy with some exact zeros, as after a ReLU (the kernels skip those)."""
     g = rng.standard_normal(shape).astype(np.float32)
@@ -175,18 +192,8 @@ def test_fully_connected_matches_autograd(tlib):
 def test_conv_matches_autograd(tlib, depthwise):
     rng = np.random.default_rng(11 if depthwise else 12)
     for case in range(CASES):
-        c = _conv_geometry(rng, depthwise)
-        bias = bool(rng.random() < 0.85)
-        in_shape = (c["batch"], c["in_h"], c["in_w"], c["in_c"])
-        out_shape = (c["batch"], c["out_h"], c["out_w"], c["out_c"])
-        w_shape = (1, c["k_h"], c["k_w"], c["out_c"]) if depthwise else (c["out_c"], c["k_h"], c["k_w"], c["in_c"])
-        x = rng.standard_normal(in_shape).astype(np.float32)
-        w = rng.standard_normal(w_shape).astype(np.float32)
-        b = rng.standard_normal(c["out_c"]).astype(np.float32)
-        gy = _grad_output(rng, out_shape)
+        c, bias, (in_shape, w_shape, out_shape), x, w, b, gy, params = _conv_case(rng, depthwise)
         channels, sel, kind = _selection(rng, c["out_c"])
-        pt, _, pl, _ = c["pads"]
-        params = ConvParams(c["s_h"], c["s_w"], c["d_h"], c["d_w"], pt, pl)
         wd, od = Dims(*w_shape), Dims(*out_shape)
         P = ctypes.byref
 

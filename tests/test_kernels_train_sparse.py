@@ -16,8 +16,8 @@ import ctypes
 import numpy as np
 import pytest
 
-from kernels_support import ConvParams, Dims, ptr
-from test_kernels_train import _conv_geometry, _grad_output, _nan, _opt, _selection
+from kernels_support import Dims, ptr
+from test_kernels_train import _conv_case, _grad_output, _nan, _opt, _selection
 
 CASES = 200
 f32, i32 = ctypes.c_float, ctypes.c_int32
@@ -95,18 +95,9 @@ def test_conv_sparse_equals_dense(lib, depthwise):
     rng = np.random.default_rng(21 if depthwise else 22)
     P = ctypes.byref
     for case in range(CASES):
-        c = _conv_geometry(rng, depthwise)
-        bias = bool(rng.random() < 0.85)
-        in_shape = (c["batch"], c["in_h"], c["in_w"], c["in_c"])
-        out_shape = (c["batch"], c["out_h"], c["out_w"], c["out_c"])
-        w_shape = (1, c["k_h"], c["k_w"], c["out_c"]) if depthwise else (c["out_c"], c["k_h"], c["k_w"], c["in_c"])
-        x = rng.standard_normal(in_shape).astype(np.float32)
-        w = _prune(rng, rng.standard_normal(w_shape).astype(np.float32))
-        b = rng.standard_normal(c["out_c"]).astype(np.float32)
-        gy = _grad_output(rng, out_shape)
+        c, bias, (in_shape, w_shape, out_shape), x, w, b, gy, params = _conv_case(rng, depthwise)
+        w = _prune(rng, w)
         channels, sel, _ = _selection(rng, c["out_c"])
-        pt, _, pl, _ = c["pads"]
-        params = ConvParams(c["s_h"], c["s_w"], c["d_h"], c["d_w"], pt, pl)
         xd, wd, od = Dims(*in_shape), Dims(*w_shape), Dims(*out_shape)
         per_channel = w[0].reshape(-1, c["out_c"]).T.copy() if depthwise else w.reshape(c["out_c"], -1)
         sparse, _keep = encode_sparse(per_channel)
