@@ -1,30 +1,35 @@
 /* CONV_2D, float32, channel-sparse weights (ep_sparse_f32_t): forward and backward for selected
- * output channels, in train_conv2d_f32.c's order. Each weight's position k = (ky * k_w + kx) * in_c
- * + ic is decoded once per use: two divisions, cheap next to the zeros it skips at the sparsities
- * pruning leaves. Conventions in ep_train_f32.h. */
+ * output channels, in train_conv2d_f32.c's order. A weight's position is k = (ky * k_w + kx) * in_c
+ * + ic, and a channel's positions ascend, so each loop walks the taps (ky, kx) in order and takes the
+ * channel's weights of one tap at a time: no division per weight, one padding check per tap.
+ * Conventions in ep_train_f32.h. */
 #include "ep_kernels.h"
 #include "ep_train_common.h"
 
-/* The input offset (within one image) that weight k reads for the output pixel whose top-left tap
- * is (in_y0, in_x0), or -1 when that tap falls in the padding. */
-static int32_t tap_offset(const ep_conv_params_t *params, const ep_dims_t *input_dims, int32_t k_w, int32_t k,
-                          int32_t in_y0, int32_t in_x0)
+/* The end of the run of weights from e on whose positions lie below `limit` (the next tap's first). */
+static int32_t tap_end(const uint16_t *index, int32_t e, int32_t end, int32_t limit)
 {
-    const int32_t in_c = input_dims->c;
-    const int32_t ic = k % in_c, tap = k / in_c;
-    const int32_t iy = in_y0 + params->dilation_h * (tap / k_w);
-    const int32_t ix = in_x0 + params->dilation_w * (tap % k_w);
+    while (e < end && index[e] < limit) {
+        ++e;
+    }
+    return e;
+}
+
+/* Offset of input pixel (iy, ix) within one image, or -1 in the padding. */
+static int32_t pixel_offset(const ep_dims_t *input_dims, int32_t iy, int32_t ix)
+{
     if (iy < 0 || iy >= input_dims->h || ix < 0 || ix >= input_dims->w) {
         return -1;
     }
-    return (iy * input_dims->w + ix) * in_c + ic;
+    return (iy * input_dims->w + ix) * input_dims->c;
 }
 
 void ep_conv2d_f32_sparse(const ep_conv_params_t *params, const ep_dims_t *input_dims, const float *input,
                           const ep_dims_t *filter_dims, const ep_sparse_f32_t *filter, const float *bias,
                           const ep_dims_t *output_dims, float *output)
 {
-    const int32_t image = input_dims->h * input_dims->w * input_dims->c;
+    const int32_t image = input_dims->h * input_dims->w * input_dims->c, in_c = input_dims->c;
+    const int32_t k_h = filter_dims->h, k_w = filter_dims->w;
     const int32_t out_h = output_dims->h, out_w = output_dims->w, out_c = output_dims->c;
 
     for (int32_t b = 0; b < input_dims->n; ++b) {
@@ -36,11 +41,19 @@ void ep_conv2d_f32_sparse(const ep_conv_params_t *params, const ep_dims_t *input
                 float *out = &output[((b * out_h + oy) * out_w + ox) * out_c];
                 for (int32_t oc = 0; oc < out_c; ++oc) {
                     float acc = 0.0f;
-                    for (int32_t e = filter->row_start[oc]; e < filter->row_start[oc + 1]; ++e) {
-                        const int32_t at = tap_offset(params, input_dims, filter_dims->w, filter->index[e], in_y0, in_x0);
+                    int32_t e = filter->row_start[oc];
+                    const int32_t end = filter->row_start[oc + 1];
+                    for (int32_t t = 0; t < k_h * k_w && e < end; ++t) {
+                        const int32_t stop = tap_end(filter->index, e, end, (t + 1) * in_c);
+                        const int32_t at = pixel_offset(input_dims, in_y0 + params->dilation_h * (t / k_w),
+                                                        in_x0 + params->dilation_w * (t % k_w));
                         if (at >= 0) {
-                            acc += filter->values[e] * in[at];
+                            const float *x = &in[at];
+                            for (; e < stop; ++e) {
+                                acc += filter->values[e] * x[filter->index[e] - t * in_c];
+                            }
                         }
+                        e = stop;
                     }
                     out[oc] = bias ? acc + bias[oc] : acc;
                 }
@@ -55,7 +68,8 @@ void ep_conv2d_f32_sparse_backward(const ep_conv_params_t *params, const ep_dims
                                    const int32_t *channels, int32_t n_channels, float *grad_values, float *grad_bias,
                                    int32_t accumulate)
 {
-    const int32_t batches = input_dims->n, image = input_dims->h * input_dims->w * input_dims->c;
+    const int32_t batches = input_dims->n, image = input_dims->h * input_dims->w * input_dims->c, in_c = input_dims->c;
+    const int32_t k_h = filter_dims->h, k_w = filter_dims->w;
     const int32_t out_h = output_dims->h, out_w = output_dims->w, out_c = output_dims->c;
 
     if (grad_input) { /* the transposed convolution, scattered weight by weight */
@@ -74,11 +88,19 @@ void ep_conv2d_f32_sparse_backward(const ep_conv_params_t *params, const ep_dims
                         if (g == 0.0f) {
                             continue;
                         }
-                        for (int32_t e = filter->row_start[oc]; e < filter->row_start[oc + 1]; ++e) {
-                            const int32_t at = tap_offset(params, input_dims, filter_dims->w, filter->index[e], in_y0, in_x0);
+                        int32_t e = filter->row_start[oc];
+                        const int32_t end = filter->row_start[oc + 1];
+                        for (int32_t t = 0; t < k_h * k_w && e < end; ++t) {
+                            const int32_t stop = tap_end(filter->index, e, end, (t + 1) * in_c);
+                            const int32_t at = pixel_offset(input_dims, in_y0 + params->dilation_h * (t / k_w),
+                                                            in_x0 + params->dilation_w * (t % k_w));
                             if (at >= 0) {
-                                dx[at] += g * filter->values[e];
+                                float *d = &dx[at];
+                                for (; e < stop; ++e) {
+                                    d[filter->index[e] - t * in_c] += g * filter->values[e];
+                                }
                             }
+                            e = stop;
                         }
                     }
                 }
@@ -109,12 +131,18 @@ void ep_conv2d_f32_sparse_backward(const ep_conv_params_t *params, const ep_dims
                         if (g == 0.0f) {
                             continue;
                         }
-                        for (int32_t e = 0; e < count; ++e) {
-                            const int32_t at =
-                                tap_offset(params, input_dims, filter_dims->w, filter->index[first + e], in_y0, in_x0);
+                        int32_t e = first;
+                        for (int32_t t = 0; t < k_h * k_w && e < first + count; ++t) {
+                            const int32_t stop = tap_end(filter->index, e, first + count, (t + 1) * in_c);
+                            const int32_t at = pixel_offset(input_dims, in_y0 + params->dilation_h * (t / k_w),
+                                                            in_x0 + params->dilation_w * (t % k_w));
                             if (at >= 0) {
-                                dw[e] += g * in[at];
+                                const float *x = &in[at];
+                                for (; e < stop; ++e) {
+                                    dw[e - first] += g * x[filter->index[e] - t * in_c];
+                                }
                             }
+                            e = stop;
                         }
                     }
                 }
